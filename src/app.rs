@@ -1,0 +1,127 @@
+//! Building and running one dtx replica; `main` and the tests start the
+//! same [`Application`].
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::caller::Caller;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::domain::{Policy, RetryPolicy};
+use crate::http::{router, AppState};
+use crate::scheduler::Engine;
+use crate::store::{StartError, Store};
+
+/// Why a replica could not start; each message names the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Redis is unusable.
+    #[error(transparent)]
+    Store(#[from] StartError),
+    /// The HTTP port cannot be bound.
+    #[error("cannot listen on {addr}: {error}. Free the port or set DTX_HTTP_PORT")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The HTTP client cannot be built.
+    #[error("cannot build the branch HTTP client: {0}")]
+    Client(String),
+}
+
+/// A replica, bound and connected, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    state: AppState,
+    max_body_bytes: usize,
+}
+
+impl Application {
+    /// Connects to Redis (checking it, loading scripts) and binds the port.
+    pub async fn build(settings: &Settings) -> Result<Self, AppError> {
+        Self::build_with_clock(settings, Arc::new(Clock::system())).await
+    }
+
+    /// [`Application::build`] with a given clock (tests shift it).
+    pub async fn build_with_clock(settings: &Settings, clock: Arc<Clock>) -> Result<Self, AppError> {
+        let store = Store::connect(&settings.redis, settings.store.finished_ttl_s).await?;
+        let caller = Caller::new(&settings.branch, settings.trans.request_timeout_ms)
+            .map_err(|e| AppError::Client(e.to_string()))?;
+        let policy = Policy {
+            retry: RetryPolicy {
+                base_ms: settings.retry.base_ms,
+                max_ms: settings.retry.max_ms,
+                jitter: settings.retry.jitter,
+            },
+            timeout_to_fail_s: settings.trans.timeout_to_fail_s,
+        };
+        let engine = Arc::new(Engine::new(
+            store,
+            caller,
+            policy,
+            clock,
+            settings.scheduler.clone(),
+        ));
+        let addr = format!("{}:{}", settings.http.host, settings.http.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|error| AppError::Bind { addr, error })?;
+        let state = AppState {
+            engine: Arc::clone(&engine),
+            max_gid_len: settings.store.max_gid_len,
+        };
+        Ok(Self {
+            listener,
+            engine,
+            state,
+            max_body_bytes: settings.http.max_body_bytes,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The replica's engine (tests drive its scheduler directly).
+    pub fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.engine)
+    }
+
+    /// Serves until `shutdown` completes, then stops taking requests and
+    /// claims, lets work in flight finish, and hands back the leases of
+    /// what did not finish in time.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let engine = self.engine;
+        info!(port = self.listener.local_addr()?.port(), replica = %engine.owner, "dtx is serving");
+        let claims = tokio::spawn(Arc::clone(&engine).run_claim_loop());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server_stop = stop.clone();
+        let app = router(self.state, self.max_body_bytes);
+        let server = tokio::spawn(
+            axum::serve(self.listener, app)
+                .with_graceful_shutdown(async move { server_stop.cancelled().await })
+                .into_future(),
+        );
+        shutdown.await;
+        info!("stopping: no new work; draining work in flight");
+        stop.cancel();
+        engine.drain().await;
+        let served = server.await;
+        let _ = claims.await;
+        info!("stopped");
+        match served {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Branch calls: turns one branch of a transaction into an [`Outcome`].
+//!
+//! One shared HTTP client with keep-alive pools serves every call; a
+//! semaphore bounds the calls in flight per replica. A reply is classified
+//! exactly as dtm's clients expect (contract §2.2), and an unknown outcome
+//! is never taken as a failure.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::Method;
+use tokio::sync::Semaphore;
+
+use crate::config::BranchSettings;
+use crate::domain::{is_grpc_shaped, Branch, Outcome, Trans, TransKind};
+
+/// Longest part of a branch reply kept as a failure reason, bytes.
+const MAX_REASON: usize = 1024;
+
+/// Calls branches.
+#[derive(Clone)]
+pub struct Caller {
+    client: reqwest::Client,
+    limit: Arc<Semaphore>,
+    default_timeout: Duration,
+}
+
+/// One HTTP request to a branch.
+struct BranchRequest<'a> {
+    url: &'a str,
+    branch_id: &'a str,
+    op: &'a str,
+    body: &'a str,
+    post: bool,
+}
+
+impl Caller {
+    /// A caller with the configured pool, in-flight bound and default
+    /// timeout.
+    pub fn new(settings: &BranchSettings, default_timeout_ms: u64) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(settings.pool_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            client,
+            limit: Arc::new(Semaphore::new(settings.max_in_flight)),
+            default_timeout: Duration::from_millis(default_timeout_ms),
+        })
+    }
+
+    /// Calls one branch row of `t`.
+    pub async fn call_branch(&self, t: &Trans, b: &Branch) -> Outcome {
+        // dtm: POST when there is a body, and always for xa
+        let post = !b.data.is_empty() || t.kind == TransKind::Xa;
+        let body = if t.kind == TransKind::Xa { "" } else { &b.data };
+        self.call(
+            t,
+            BranchRequest {
+                url: &b.url,
+                branch_id: &b.id,
+                op: b.op.as_str(),
+                body,
+                post,
+            },
+        )
+        .await
+    }
+
+    /// Calls the msg check-back (`query_prepared`) of `t`: a GET with
+    /// `branch_id=00&op=msg`.
+    pub async fn check_back(&self, t: &Trans) -> Outcome {
+        self.call(
+            t,
+            BranchRequest {
+                url: &t.query_prepared,
+                branch_id: "00",
+                op: "msg",
+                body: "",
+                post: false,
+            },
+        )
+        .await
+    }
+
+    async fn call(&self, t: &Trans, req: BranchRequest<'_>) -> Outcome {
+        if req.url.is_empty() {
+            return Outcome::Succeeded;
+        }
+        if is_grpc_shaped(req.url) {
+            return Outcome::Unknown(format!(
+                "gRPC branch {} cannot be called: this build of dtx calls HTTP branches only",
+                req.url
+            ));
+        }
+        let mut url = match url::Url::parse(req.url) {
+            Ok(u) => u,
+            Err(e) => return Outcome::Unknown(format!("bad url {}: {e}", req.url)),
+        };
+        url.query_pairs_mut()
+            .append_pair("gid", &t.gid)
+            .append_pair("trans_type", t.kind.as_str())
+            .append_pair("branch_id", req.branch_id)
+            .append_pair("op", req.op);
+        let timeout = if t.opts.request_timeout > 0 {
+            Duration::from_secs(t.opts.request_timeout as u64)
+        } else {
+            self.default_timeout
+        };
+        let method = if req.post { Method::POST } else { Method::GET };
+        let mut builder = self
+            .client
+            .request(method, url)
+            .timeout(timeout)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, value) in &t.opts.branch_headers {
+            // validated at creation; a header that still does not parse is skipped
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                builder = builder.header(n, v);
+            }
+        }
+        if req.post {
+            builder = builder.body(req.body.to_owned());
+        }
+        // the semaphore is never closed, so acquiring cannot fail
+        let Ok(_permit) = self.limit.acquire().await else {
+            return Outcome::Unknown("branch call limiter closed".into());
+        };
+        let response = match builder.send().await {
+            Ok(r) => r,
+            Err(e) => return Outcome::Unknown(format!("calling {}: {e}", req.url)),
+        };
+        let status = response.status().as_u16();
+        let body = match response.bytes().await {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) => return Outcome::Unknown(format!("reading reply of {}: {e}", req.url)),
+        };
+        classify(req.url, status, &body)
+    }
+}
+
+/// Classifies a branch reply, in the order of contract §2.2: 425 or a body
+/// mentioning ONGOING is ongoing; 409 or a body mentioning FAILURE is a
+/// failure; any other status outside 2xx is an unknown outcome; 2xx is
+/// success (dtm's client counts any status below 400 as no error).
+pub fn classify(url: &str, status: u16, body: &str) -> Outcome {
+    if status == 425 || body.contains("ONGOING") {
+        Outcome::Ongoing
+    } else if status == 409 || body.contains("FAILURE") {
+        Outcome::Failed(format!(
+            "url:{url} return failed: {} FAILURE",
+            truncate(body.trim())
+        ))
+    } else if (200..300).contains(&status) {
+        Outcome::Succeeded
+    } else {
+        Outcome::Unknown(format!("url:{url} status {status}: {}", truncate(body.trim())))
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    if s.len() <= MAX_REASON {
+        return s;
+    }
+    let mut end = MAX_REASON;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_contract_order() {
+        let u = "http://x";
+        assert_eq!(classify(u, 200, "{\"dtm_result\":\"SUCCESS\"}"), Outcome::Succeeded);
+        assert_eq!(classify(u, 204, ""), Outcome::Succeeded);
+        assert_eq!(classify(u, 425, ""), Outcome::Ongoing);
+        // ONGOING is checked before FAILURE, and bodies count whatever the status
+        assert_eq!(classify(u, 409, "ONGOING"), Outcome::Ongoing);
+        assert_eq!(classify(u, 200, "{\"dtm_result\":\"ONGOING\"}"), Outcome::Ongoing);
+        assert!(matches!(classify(u, 409, ""), Outcome::Failed(_)));
+        assert!(matches!(
+            classify(u, 200, "{\"dtm_result\":\"FAILURE\"}"),
+            Outcome::Failed(_)
+        ));
+        assert!(matches!(classify(u, 500, "FAILURE here"), Outcome::Failed(_)));
+        assert!(matches!(classify(u, 500, "oops"), Outcome::Unknown(_)));
+        assert!(matches!(classify(u, 404, ""), Outcome::Unknown(_)));
+        match classify(u, 409, "no money") {
+            Outcome::Failed(r) => assert!(r.contains("no money"), "{r}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn long_reasons_are_cut_on_a_char_boundary() {
+        let long = "é".repeat(MAX_REASON);
+        assert!(truncate(&long).len() <= MAX_REASON);
+    }
+}

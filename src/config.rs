@@ -1,0 +1,392 @@
+//! Typed settings: `config/default.toml` (compiled in), then an optional
+//! file, then `DTX_<SECTION>_<KEY>` environment variables; validated once
+//! and handed to each component as the sub-struct it needs.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The compiled-in defaults: every setting, documented.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Settings that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// A key the defaults do not know.
+    #[error("unknown setting {0} (see config/default.toml for every setting)")]
+    Unknown(String),
+    /// An environment variable of the wrong type.
+    #[error("environment variable {name}={value:?} is not a valid {kind}")]
+    Env {
+        /// Variable name.
+        name: String,
+        /// Its value.
+        value: String,
+        /// Expected type.
+        kind: &'static str,
+    },
+    /// A value out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+/// All settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// HTTP API.
+    pub http: HttpSettings,
+    /// Redis connection and layout.
+    pub redis: RedisSettings,
+    /// Retention and limits.
+    pub store: StoreSettings,
+    /// Claim loop and leases.
+    pub scheduler: SchedulerSettings,
+    /// Backoff.
+    pub retry: RetrySettings,
+    /// Transaction defaults.
+    pub trans: TransSettings,
+    /// Branch calls.
+    pub branch: BranchSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    /// Listen address.
+    pub host: String,
+    /// Listen port (0 picks a free one).
+    pub port: u16,
+    /// Body size limit, bytes.
+    pub max_body_bytes: usize,
+}
+
+/// `[redis]`
+#[derive(Clone, Deserialize)]
+pub struct RedisSettings {
+    /// Connection URL; may hold a password, so it is never logged whole.
+    pub url: String,
+    /// Prefix of every key.
+    pub key_prefix: String,
+    /// Shard count.
+    pub shards: u32,
+    /// Connect timeout, ms.
+    pub connect_timeout_ms: u64,
+    /// Reply timeout, ms.
+    pub response_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("shards", &self.shards)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("response_timeout_ms", &self.response_timeout_ms)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced by `***`.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreSettings {
+    /// Retention of finished transactions, s.
+    pub finished_ttl_s: u64,
+    /// Longest gid, bytes.
+    pub max_gid_len: usize,
+}
+
+/// `[scheduler]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct SchedulerSettings {
+    /// Lease length, ms.
+    pub lease_ms: u64,
+    /// Longest claim-loop sleep, ms.
+    pub recheck_ms: u64,
+    /// Claim batch per shard.
+    pub claim_batch: usize,
+    /// Most transactions driven at once.
+    pub max_active: usize,
+    /// Drain deadline on SIGTERM, ms.
+    pub drain_timeout_ms: u64,
+}
+
+/// `[retry]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetrySettings {
+    /// First delay, ms.
+    pub base_ms: u64,
+    /// Cap, ms.
+    pub max_ms: u64,
+    /// Relative jitter.
+    pub jitter: f64,
+}
+
+/// `[trans]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct TransSettings {
+    /// Default prepared timeout, s.
+    pub timeout_to_fail_s: i64,
+    /// Default branch call timeout, ms.
+    pub request_timeout_ms: u64,
+}
+
+/// `[branch]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct BranchSettings {
+    /// Calls in flight per replica.
+    pub max_in_flight: usize,
+    /// Idle connections per host.
+    pub pool_idle_per_host: usize,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// Level.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Settings {
+    /// Loads the layers: defaults, then `file`, then the environment as
+    /// given by `env` (a lookup, so tests need not touch the process
+    /// environment).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = DEFAULT_TOML.parse().map_err(|e: toml::de::Error| {
+            ConfigError::Parse {
+                path: "config/default.toml".into(),
+                message: e.to_string(),
+            }
+        })?;
+        if let Some(path) = file {
+            let display = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: display.clone(),
+                source,
+            })?;
+            let overlay: toml::Table =
+                text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: display,
+                    message: e.to_string(),
+                })?;
+            merge(&mut table, overlay, "")?;
+        }
+        apply_env(&mut table, &env)?;
+        let settings: Settings = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Every `DTX_*` variable this build reads, with its default, in file
+    /// order (for the README and `--help`).
+    pub fn env_vars() -> Vec<(String, String)> {
+        let table: toml::Table = DEFAULT_TOML.parse().unwrap_or_default();
+        let mut out = Vec::new();
+        for (section, keys) in &table {
+            if let toml::Value::Table(keys) = keys {
+                for (key, value) in keys {
+                    out.push((env_name(section, key), value.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.redis.shards == 0 || self.redis.shards > 16384 {
+            return bad("redis.shards must be between 1 and 16384");
+        }
+        if self.redis.key_prefix.is_empty()
+            || self.redis.key_prefix.contains(['{', '}'])
+        {
+            return bad("redis.key_prefix must be non-empty and must not contain '{' or '}'");
+        }
+        if self.scheduler.lease_ms < 500 {
+            return bad("scheduler.lease_ms must be at least 500");
+        }
+        if self.scheduler.recheck_ms == 0 || self.scheduler.claim_batch == 0 {
+            return bad("scheduler.recheck_ms and scheduler.claim_batch must be positive");
+        }
+        if self.scheduler.max_active == 0 || self.branch.max_in_flight == 0 {
+            return bad("scheduler.max_active and branch.max_in_flight must be positive");
+        }
+        if self.retry.base_ms == 0 || self.retry.max_ms < self.retry.base_ms {
+            return bad("retry.base_ms must be positive and at most retry.max_ms");
+        }
+        if !(0.0..1.0).contains(&self.retry.jitter) {
+            return bad("retry.jitter must be in [0, 1)");
+        }
+        if self.trans.timeout_to_fail_s <= 0 || self.trans.request_timeout_ms == 0 {
+            return bad("trans.timeout_to_fail_s and trans.request_timeout_ms must be positive");
+        }
+        if self.store.max_gid_len == 0 || self.store.finished_ttl_s == 0 {
+            return bad("store.max_gid_len and store.finished_ttl_s must be positive");
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return bad("log.format must be \"text\" or \"json\"");
+        }
+        Ok(())
+    }
+}
+
+fn env_name(section: &str, key: &str) -> String {
+    format!("DTX_{}_{}", section.to_uppercase(), key.to_uppercase())
+}
+
+/// Overlays `from` onto `into`, refusing keys the defaults do not have.
+fn merge(into: &mut toml::Table, from: toml::Table, path: &str) -> Result<(), ConfigError> {
+    for (key, value) in from {
+        let full = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(v)) => merge(inner, v, &full)?,
+            (Some(slot), v) if !slot.is_table() => *slot = v,
+            _ => return Err(ConfigError::Unknown(full)),
+        }
+    }
+    Ok(())
+}
+
+fn apply_env(
+    table: &mut toml::Table,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (section, keys) in table.iter_mut() {
+        let toml::Value::Table(keys) = keys else {
+            continue;
+        };
+        for (key, slot) in keys.iter_mut() {
+            let name = env_name(section, key);
+            let Some(raw) = env(&name) else { continue };
+            let err = |kind| ConfigError::Env {
+                name: name.clone(),
+                value: raw.clone(),
+                kind,
+            };
+            *slot = match slot {
+                toml::Value::Integer(_) => {
+                    toml::Value::Integer(raw.trim().parse().map_err(|_| err("integer"))?)
+                }
+                toml::Value::Float(_) => {
+                    toml::Value::Float(raw.trim().parse().map_err(|_| err("number"))?)
+                }
+                toml::Value::Boolean(_) => {
+                    toml::Value::Boolean(raw.trim().parse().map_err(|_| err("boolean"))?)
+                }
+                _ => toml::Value::String(raw),
+            };
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(s.http.port, 36789);
+        assert_eq!(s.redis.url, "redis://127.0.0.1:6379");
+        assert_eq!(s.redis.shards, 16);
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = std::env::temp_dir().join(format!("dtx-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[http]\nport = 1234\n[redis]\nshards = 4\n").unwrap();
+        let s = Settings::load(
+            Some(&file),
+            env(&[("DTX_HTTP_PORT", "4321"), ("DTX_REDIS_URL", "redis://h:1")]),
+        )
+        .unwrap();
+        assert_eq!(s.http.port, 4321);
+        assert_eq!(s.redis.shards, 4);
+        assert_eq!(s.redis.url, "redis://h:1");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Settings::load(None, env(&[("DTX_HTTP_PORT", "x")])).unwrap_err();
+        assert!(e.to_string().contains("DTX_HTTP_PORT"), "{e}");
+        let e = Settings::load(None, env(&[("DTX_REDIS_SHARDS", "0")])).unwrap_err();
+        assert!(e.to_string().contains("redis.shards"), "{e}");
+        let dir = std::env::temp_dir().join(format!("dtx-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[http]\nprot = 1\n").unwrap();
+        let e = Settings::load(Some(&file), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("http.prot"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://user:secret@h:6379/0"),
+            "redis://user:***@h:6379/0"
+        );
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn every_setting_has_an_env_var() {
+        let vars = Settings::env_vars();
+        assert!(vars.iter().any(|(n, _)| n == "DTX_REDIS_URL"));
+        assert!(vars.iter().any(|(n, _)| n == "DTX_HTTP_PORT"));
+        assert!(vars.len() >= 20);
+    }
+}

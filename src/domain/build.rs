@@ -1,0 +1,384 @@
+//! Validating a new transaction and building its branch rows.
+
+use std::collections::BTreeMap;
+
+use super::{Branch, BranchStatus, GlobalStatus, Op, SagaCustom, Trans, TransKind, TransOptions};
+
+/// Input that cannot become a transaction; the message says why, for the
+/// client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValidationError(pub String);
+
+fn invalid(msg: impl Into<String>) -> ValidationError {
+    ValidationError(msg.into())
+}
+
+/// One step as a client sent it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BranchInput {
+    /// Forward URL.
+    pub action: String,
+    /// saga compensation URL.
+    pub compensate: String,
+}
+
+/// Everything a client sent to create a transaction, already parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTransInput {
+    /// Global id.
+    pub gid: String,
+    /// Kind.
+    pub kind: TransKind,
+    /// Steps (saga, msg).
+    pub steps: Vec<BranchInput>,
+    /// One body per step, in step order.
+    pub payloads: Vec<String>,
+    /// Kind-specific JSON text.
+    pub custom_data: String,
+    /// msg check-back or workflow resume URL.
+    pub query_prepared: String,
+    /// `""`, `http`, `grpc` or `json-rpc`.
+    pub protocol: String,
+    /// Options.
+    pub opts: TransOptions,
+}
+
+/// A validated transaction, ready to store.
+pub type NewTrans = Trans;
+
+/// Checks a gid: non-empty, at most `max_len` bytes, no control characters
+/// and no `;` (dtm strips those; we refuse them).
+pub fn validate_gid(gid: &str, max_len: usize) -> Result<(), ValidationError> {
+    if gid.is_empty() {
+        return Err(invalid("gid is required"));
+    }
+    if gid.len() > max_len {
+        return Err(invalid(format!(
+            "gid is {} bytes long, the limit is {max_len}",
+            gid.len()
+        )));
+    }
+    if gid.chars().any(|c| c.is_control() || c == ';') {
+        return Err(invalid("gid must not contain control characters or ';'"));
+    }
+    Ok(())
+}
+
+/// Checks a branch URL: empty (success without a call), `http(s)://`, or
+/// gRPC-shaped `host:port/package.Service/Method`.
+pub fn validate_url(url: &str) -> Result<(), ValidationError> {
+    if url.is_empty() {
+        return Ok(());
+    }
+    if url.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(invalid(format!(
+            "branch url {url:?} contains spaces or control characters"
+        )));
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return match url::Url::parse(url) {
+            Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+            _ => Err(invalid(format!("branch url {url:?} is not a valid http url"))),
+        };
+    }
+    if is_grpc_shaped(url) {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "branch url {url:?} must be empty, http(s)://..., or host:port/package.Service/Method"
+    )))
+}
+
+/// `target/Service/Method` with no scheme (dtm's default gRPC driver).
+pub fn is_grpc_shaped(url: &str) -> bool {
+    if url.contains("://") {
+        return false;
+    }
+    let mut parts = url.splitn(2, '/');
+    let target = parts.next().unwrap_or_default();
+    let method = parts.next().unwrap_or_default();
+    !target.is_empty()
+        && method.split('/').count() >= 2
+        && method.split('/').all(|s| !s.is_empty())
+}
+
+/// Parses a saga's `custom_data`; `steps` bounds the indices in `orders`.
+pub(crate) fn parse_saga_custom(raw: &str, steps: usize) -> Result<SagaCustom, ValidationError> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        #[serde(default)]
+        concurrent: Option<bool>,
+        #[serde(default)]
+        orders: Option<BTreeMap<String, Vec<usize>>>,
+    }
+    if raw.trim().is_empty() {
+        return Ok(SagaCustom::default());
+    }
+    let parsed: Raw = serde_json::from_str(raw)
+        .map_err(|e| invalid(format!("custom_data is not valid saga options: {e}")))?;
+    let mut orders = BTreeMap::new();
+    for (key, deps) in parsed.orders.unwrap_or_default() {
+        let step: usize = key
+            .parse()
+            .map_err(|_| invalid(format!("custom_data.orders key {key:?} is not a step index")))?;
+        if step >= steps || deps.iter().any(|d| *d >= steps) {
+            return Err(invalid(format!(
+                "custom_data.orders refers to a step beyond the {steps} steps"
+            )));
+        }
+        orders.insert(step, deps);
+    }
+    let custom = SagaCustom {
+        concurrent: parsed.concurrent.unwrap_or(false),
+        orders,
+    };
+    if has_cycle(&custom.orders, steps) {
+        return Err(invalid("custom_data.orders has a cycle"));
+    }
+    Ok(custom)
+}
+
+fn has_cycle(orders: &BTreeMap<usize, Vec<usize>>, steps: usize) -> bool {
+    // 0 = unvisited, 1 = on the stack, 2 = done
+    fn visit(n: usize, orders: &BTreeMap<usize, Vec<usize>>, mark: &mut [u8]) -> bool {
+        match mark[n] {
+            1 => return true,
+            2 => return false,
+            _ => {}
+        }
+        mark[n] = 1;
+        for &d in orders.get(&n).map(Vec::as_slice).unwrap_or_default() {
+            if visit(d, orders, mark) {
+                return true;
+            }
+        }
+        mark[n] = 2;
+        false
+    }
+    let mut mark = vec![0u8; steps];
+    (0..steps).any(|n| visit(n, orders, &mut mark))
+}
+
+/// Validates `input` and builds the transaction in `status`, created at
+/// `now_ms`, with every branch row it starts with.
+pub fn build_new(
+    input: NewTransInput,
+    status: GlobalStatus,
+    now_ms: u64,
+    max_gid_len: usize,
+) -> Result<NewTrans, ValidationError> {
+    validate_gid(&input.gid, max_gid_len)?;
+    if !matches!(input.protocol.as_str(), "" | "http" | "grpc" | "json-rpc") {
+        return Err(invalid(format!(
+            "protocol {:?} must be http, grpc or json-rpc",
+            input.protocol
+        )));
+    }
+    validate_url(&input.query_prepared)?;
+    for (name, value) in [
+        ("timeout_to_fail", input.opts.timeout_to_fail),
+        ("request_timeout", input.opts.request_timeout),
+        ("retry_interval", input.opts.retry_interval),
+        ("retry_limit", input.opts.retry_limit),
+    ] {
+        if value < 0 {
+            return Err(invalid(format!("{name} must not be negative")));
+        }
+    }
+    for (name, value) in &input.opts.branch_headers {
+        if name.is_empty()
+            || name.chars().any(|c| c.is_control() || c == ':' || c == ' ')
+            || value.chars().any(char::is_control)
+        {
+            return Err(invalid(format!("branch header {name:?} is not a valid header")));
+        }
+    }
+    let branches = match input.kind {
+        TransKind::Saga => saga_branches(&input, now_ms)?,
+        TransKind::Msg => msg_branches(&input, now_ms)?,
+        TransKind::Tcc | TransKind::Xa | TransKind::Workflow => Vec::new(),
+    };
+    if input.kind == TransKind::Msg && !input.custom_data.trim().is_empty() {
+        serde_json::from_str::<serde_json::Value>(&input.custom_data)
+            .map_err(|e| invalid(format!("custom_data is not JSON: {e}")))?;
+    }
+    Ok(Trans {
+        gid: input.gid,
+        kind: input.kind,
+        status,
+        create_ms: now_ms,
+        update_ms: now_ms,
+        finish_ms: None,
+        rollback_ms: None,
+        next_ms: None,
+        attempt: 0,
+        reason: String::new(),
+        opts: input.opts,
+        custom_data: input.custom_data,
+        query_prepared: input.query_prepared,
+        protocol: input.protocol,
+        result: String::new(),
+        owner: String::new(),
+        branches,
+    })
+}
+
+fn check_payloads(input: &NewTransInput) -> Result<(), ValidationError> {
+    if input.payloads.len() != input.steps.len() {
+        return Err(invalid(format!(
+            "{} payloads for {} steps: give one payload per step",
+            input.payloads.len(),
+            input.steps.len()
+        )));
+    }
+    Ok(())
+}
+
+fn row(id: String, op: Op, url: &str, data: &str, seq: usize, now_ms: u64) -> Branch {
+    Branch {
+        id,
+        op,
+        url: url.to_owned(),
+        data: data.to_owned(),
+        status: BranchStatus::Prepared,
+        seq: seq as u32,
+        update_ms: now_ms,
+    }
+}
+
+fn saga_branches(input: &NewTransInput, now_ms: u64) -> Result<Vec<Branch>, ValidationError> {
+    check_payloads(input)?;
+    parse_saga_custom(&input.custom_data, input.steps.len())?;
+    let mut rows = Vec::with_capacity(input.steps.len() * 2);
+    for (i, (step, payload)) in input.steps.iter().zip(&input.payloads).enumerate() {
+        validate_url(&step.action)?;
+        validate_url(&step.compensate)?;
+        let id = format!("{:02}", i + 1);
+        rows.push(row(id.clone(), Op::Compensate, &step.compensate, payload, 2 * i, now_ms));
+        rows.push(row(id, Op::Action, &step.action, payload, 2 * i + 1, now_ms));
+    }
+    Ok(rows)
+}
+
+fn msg_branches(input: &NewTransInput, now_ms: u64) -> Result<Vec<Branch>, ValidationError> {
+    check_payloads(input)?;
+    let mut rows = Vec::with_capacity(input.steps.len());
+    for (i, (step, payload)) in input.steps.iter().zip(&input.payloads).enumerate() {
+        if let Some(topic) = step.action.strip_prefix("topic://") {
+            return Err(invalid(format!("topic not found: {topic}")));
+        }
+        validate_url(&step.action)?;
+        rows.push(row(format!("{:02}", i + 1), Op::Action, &step.action, payload, i, now_ms));
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(kind: TransKind, steps: usize, payloads: usize) -> NewTransInput {
+        NewTransInput {
+            gid: "g1".into(),
+            kind,
+            steps: (0..steps)
+                .map(|i| BranchInput {
+                    action: format!("http://svc/a{i}"),
+                    compensate: format!("http://svc/c{i}"),
+                })
+                .collect(),
+            payloads: (0..payloads).map(|i| format!("{{\"n\":{i}}}")).collect(),
+            custom_data: String::new(),
+            query_prepared: String::new(),
+            protocol: String::new(),
+            opts: TransOptions::default(),
+        }
+    }
+
+    #[test]
+    fn saga_rows_follow_dtm_storage_order() {
+        let t = build_new(input(TransKind::Saga, 2, 2), GlobalStatus::Submitted, 5, 128).unwrap();
+        let got: Vec<(String, Op, u32)> =
+            t.branches.iter().map(|b| (b.field(), b.op, b.seq)).collect();
+        assert_eq!(
+            got,
+            [
+                ("01:compensate".to_string(), Op::Compensate, 0),
+                ("01:action".to_string(), Op::Action, 1),
+                ("02:compensate".to_string(), Op::Compensate, 2),
+                ("02:action".to_string(), Op::Action, 3),
+            ]
+        );
+        assert_eq!(t.branches[1].data, "{\"n\":0}");
+        assert_eq!(t.branches[1].url, "http://svc/a0");
+    }
+
+    #[test]
+    fn payload_count_must_match_steps() {
+        let err = build_new(input(TransKind::Saga, 2, 1), GlobalStatus::Submitted, 5, 128)
+            .unwrap_err();
+        assert!(err.0.contains("1 payloads for 2 steps"), "{err}");
+    }
+
+    #[test]
+    fn gid_rules() {
+        assert!(validate_gid("", 10).is_err());
+        assert!(validate_gid("abc", 2).is_err());
+        assert!(validate_gid("a;b", 10).is_err());
+        assert!(validate_gid("a\nb", 10).is_err());
+        assert!(validate_gid("a-b_c.d", 10).is_ok());
+    }
+
+    #[test]
+    fn url_rules() {
+        for ok in [
+            "",
+            "http://localhost:8081/api/busi/TransOut",
+            "https://x.example/a?b=c",
+            "localhost:58081/busi.Busi/TransOut",
+        ] {
+            assert!(validate_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://x/y",
+            "http://",
+            "not a url",
+            "localhost:8081",
+            "etcd://h:2379/svc/pkg.Svc/M",
+            "http://x/\ty",
+        ] {
+            assert!(validate_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn saga_orders_are_checked() {
+        let mut i = input(TransKind::Saga, 2, 2);
+        i.custom_data = r#"{"concurrent":true,"orders":{"1":[0]}}"#.into();
+        let t = build_new(i.clone(), GlobalStatus::Submitted, 5, 128).unwrap();
+        assert_eq!(t.saga_custom().orders.get(&1), Some(&vec![0]));
+        i.custom_data = r#"{"concurrent":true,"orders":{"1":[5]}}"#.into();
+        assert!(build_new(i.clone(), GlobalStatus::Submitted, 5, 128).is_err());
+        i.custom_data = r#"{"concurrent":true,"orders":{"1":[0],"0":[1]}}"#.into();
+        assert!(build_new(i.clone(), GlobalStatus::Submitted, 5, 128)
+            .unwrap_err()
+            .0
+            .contains("cycle"));
+        i.custom_data = "{".into();
+        assert!(build_new(i, GlobalStatus::Submitted, 5, 128).is_err());
+    }
+
+    #[test]
+    fn msg_rows_and_topics() {
+        let t = build_new(input(TransKind::Msg, 2, 2), GlobalStatus::Prepared, 5, 128).unwrap();
+        let fields: Vec<String> = t.branches.iter().map(Branch::field).collect();
+        assert_eq!(fields, ["01:action", "02:action"]);
+        let mut i = input(TransKind::Msg, 1, 1);
+        i.steps[0].action = "topic://orders".into();
+        assert!(build_new(i, GlobalStatus::Prepared, 5, 128)
+            .unwrap_err()
+            .0
+            .contains("topic not found"));
+    }
+}

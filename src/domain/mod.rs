@@ -1,0 +1,23 @@
+//! The transaction model and every decision about it, with no I/O: the
+//! types, the status transition table, the retry policy and the planner
+//! that says what to do next.
+//!
+//! Nothing here reads the clock, talks to Redis or opens a socket; callers
+//! pass the time in, so every rule is unit-tested.
+
+mod build;
+mod model;
+mod plan;
+mod retry;
+mod transition;
+
+pub use build::{
+    build_new, is_grpc_shaped, validate_gid, validate_url, BranchInput, NewTrans, NewTransInput,
+    ValidationError,
+};
+pub use model::{
+    Branch, BranchStatus, GlobalStatus, Op, SagaCustom, Trans, TransKind, TransOptions,
+};
+pub use plan::{plan, settle, Outcome, Plan, Settled};
+pub use retry::{Policy, RetryPolicy};
+pub use transition::{next, Event, InvalidTransition};

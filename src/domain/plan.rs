@@ -1,0 +1,525 @@
+//! The planner: given a transaction and the time, what to do next.
+
+use super::transition::{next, Event};
+use super::{BranchStatus, GlobalStatus, Op, Policy, Trans, TransKind};
+
+/// The outcome of one branch call, as the caller classified it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The branch answered SUCCESS.
+    Succeeded,
+    /// The branch answered FAILURE; the text says what it replied.
+    Failed(String),
+    /// The branch answered ONGOING: ask again later.
+    Ongoing,
+    /// No usable answer (transport error, timeout, other status): the
+    /// branch may or may not have run. Never taken as a failure.
+    Unknown(String),
+}
+
+/// What to do next with a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Call these branches (indices into `Trans::branches`), concurrently.
+    Call(Vec<usize>),
+    /// Call the msg check-back URL.
+    CheckBack,
+    /// Move to a new status.
+    Transition {
+        /// The event that causes it.
+        event: Event,
+        /// The new status.
+        to: GlobalStatus,
+        /// The reason to record, if any.
+        reason: Option<String>,
+    },
+    /// Nothing to do before this time (ms).
+    WaitUntil(u64),
+    /// Nothing to do until a client acts.
+    Idle,
+}
+
+/// What became of a branch after its call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The row moved to this status.
+    Done(BranchStatus),
+    /// The row stays `prepared`; call it again later, after a backoff
+    /// (`true`, an error) or after the base interval (`false`, ONGOING).
+    Later {
+        /// Whether the retry backs off.
+        backoff: bool,
+    },
+}
+
+/// Applies the outcome of calling branch `idx` to `t` and says what became
+/// of the row.
+pub fn settle(t: &mut Trans, idx: usize, outcome: &Outcome) -> Settled {
+    let saga_action = t.kind == TransKind::Saga && t.branches[idx].op == Op::Action;
+    match outcome {
+        Outcome::Succeeded => {
+            t.branches[idx].status = BranchStatus::Succeed;
+            Settled::Done(BranchStatus::Succeed)
+        }
+        Outcome::Failed(reason) if saga_action => {
+            t.branches[idx].status = BranchStatus::Failed;
+            if t.reason.is_empty() {
+                t.reason = reason.clone();
+            }
+            Settled::Done(BranchStatus::Failed)
+        }
+        // FAILURE is final only for a saga action: everywhere else the
+        // global decision is taken and the branch must eventually succeed.
+        Outcome::Failed(_) | Outcome::Unknown(_) => Settled::Later { backoff: true },
+        Outcome::Ongoing => Settled::Later { backoff: false },
+    }
+}
+
+/// What to do next with `t` at `now_ms`.
+pub fn plan(t: &Trans, now_ms: u64, policy: &Policy) -> Plan {
+    if t.status.is_final() {
+        return Plan::Idle;
+    }
+    match t.kind {
+        TransKind::Saga => plan_saga(t, now_ms),
+        TransKind::Msg => plan_msg(t, now_ms, policy),
+        TransKind::Tcc => plan_two_phase(t, now_ms, policy, Op::Confirm, Op::Cancel, true),
+        TransKind::Xa => plan_two_phase(t, now_ms, policy, Op::Commit, Op::Rollback, false),
+        TransKind::Workflow => Plan::Idle,
+    }
+}
+
+fn transition(t: &Trans, event: Event, reason: Option<String>) -> Plan {
+    match next(t.kind, t.status, event) {
+        Ok(to) => Plan::Transition { event, to, reason },
+        // the planner only emits events the table allows for the status it
+        // checked; anything else means "nothing to do"
+        Err(_) => Plan::Idle,
+    }
+}
+
+fn timeout_reason(t: &Trans) -> String {
+    // dtm prints the transaction's own value, 0 when the default applied
+    format!("Timeout after {} seconds", t.opts.timeout_to_fail)
+}
+
+/// The action and compensation rows of each saga step, in step order.
+struct SagaStep {
+    action: usize,
+    compensate: usize,
+}
+
+fn saga_steps(t: &Trans) -> Vec<SagaStep> {
+    let mut steps: Vec<(String, Option<usize>, Option<usize>)> = Vec::new();
+    let mut order: Vec<usize> = (0..t.branches.len()).collect();
+    order.sort_by_key(|&i| t.branches[i].seq);
+    for i in order {
+        let b = &t.branches[i];
+        let pos = match steps.iter().position(|(id, _, _)| *id == b.id) {
+            Some(p) => p,
+            None => {
+                steps.push((b.id.clone(), None, None));
+                steps.len() - 1
+            }
+        };
+        match b.op {
+            Op::Action => steps[pos].1 = Some(i),
+            Op::Compensate => steps[pos].2 = Some(i),
+            _ => {}
+        }
+    }
+    steps
+        .into_iter()
+        .filter_map(|(_, a, c)| Some(SagaStep { action: a?, compensate: c? }))
+        .collect()
+}
+
+fn plan_saga(t: &Trans, now_ms: u64) -> Plan {
+    let steps = saga_steps(t);
+    let custom = t.saga_custom();
+    let status = |i: usize| t.branches[steps[i].action].status;
+    // whether step i's action may start: its prerequisites succeeded
+    let ready = |i: usize| {
+        if custom.concurrent {
+            custom
+                .orders
+                .get(&i)
+                .is_none_or(|deps| deps.iter().all(|&d| status(d) == BranchStatus::Succeed))
+        } else {
+            i == 0 || status(i - 1) == BranchStatus::Succeed
+        }
+    };
+    match t.status {
+        GlobalStatus::Prepared => Plan::Idle,
+        GlobalStatus::Submitted => {
+            let timeout = t.opts.timeout_to_fail;
+            if timeout > 0 && now_ms >= t.create_ms + timeout as u64 * 1000 {
+                return transition(t, Event::TimedOut, Some(timeout_reason(t)));
+            }
+            if (0..steps.len()).any(|i| status(i) == BranchStatus::Failed) {
+                let reason = if t.reason.is_empty() {
+                    "fail message lost".to_owned()
+                } else {
+                    t.reason.clone()
+                };
+                return transition(t, Event::ActionFailed, Some(reason));
+            }
+            let runnable: Vec<usize> = (0..steps.len())
+                .filter(|&i| status(i) == BranchStatus::Prepared && ready(i))
+                .map(|i| steps[i].action)
+                .collect();
+            if runnable.is_empty() {
+                transition(t, Event::Completed, None)
+            } else {
+                Plan::Call(runnable)
+            }
+        }
+        GlobalStatus::Aborting => {
+            // an action that ran, failed, or may have started needs its
+            // compensation; one whose prerequisites never succeeded does not
+            let needs = |i: usize| status(i) != BranchStatus::Prepared || ready(i);
+            let rolled_back = |i: usize| {
+                !needs(i) || t.branches[steps[i].compensate].status == BranchStatus::Succeed
+            };
+            let n = steps.len();
+            if (0..n).all(rolled_back) {
+                return transition(t, Event::RolledBack, None);
+            }
+            let deps_rolled_back = |i: usize| {
+                if custom.concurrent {
+                    custom
+                        .orders
+                        .iter()
+                        .filter(|(_, deps)| deps.contains(&i))
+                        .all(|(&j, _)| rolled_back(j))
+                } else {
+                    i + 1 == n || rolled_back(i + 1)
+                }
+            };
+            let runnable: Vec<usize> = (0..n)
+                .rev()
+                .filter(|&i| !rolled_back(i) && deps_rolled_back(i))
+                .map(|i| steps[i].compensate)
+                .collect();
+            Plan::Call(runnable)
+        }
+        GlobalStatus::Succeed | GlobalStatus::Failed => Plan::Idle,
+    }
+}
+
+fn prepared_deadline(t: &Trans, policy: &Policy) -> u64 {
+    let timeout = if t.opts.timeout_to_fail > 0 {
+        t.opts.timeout_to_fail
+    } else {
+        policy.timeout_to_fail_s
+    };
+    t.create_ms + timeout as u64 * 1000
+}
+
+fn plan_msg(t: &Trans, now_ms: u64, policy: &Policy) -> Plan {
+    match t.status {
+        GlobalStatus::Prepared => {
+            let deadline = prepared_deadline(t, policy);
+            if now_ms >= deadline {
+                Plan::CheckBack
+            } else {
+                Plan::WaitUntil(deadline)
+            }
+        }
+        GlobalStatus::Submitted => {
+            let start = t.create_ms + t.msg_delay_ms();
+            if now_ms < start {
+                return Plan::WaitUntil(start);
+            }
+            let mut pending: Vec<usize> = (0..t.branches.len())
+                .filter(|&i| {
+                    t.branches[i].op == Op::Action && t.branches[i].status == BranchStatus::Prepared
+                })
+                .collect();
+            pending.sort_by_key(|&i| t.branches[i].seq);
+            if pending.is_empty() {
+                transition(t, Event::Completed, None)
+            } else if t.opts.concurrent {
+                Plan::Call(pending)
+            } else {
+                Plan::Call(vec![pending[0]])
+            }
+        }
+        _ => Plan::Idle,
+    }
+}
+
+/// tcc and xa: phase two walks the rows of one op, one at a time; tcc from
+/// the last registered to the first, xa in registration order.
+fn plan_two_phase(
+    t: &Trans,
+    now_ms: u64,
+    policy: &Policy,
+    commit: Op,
+    rollback: Op,
+    last_first: bool,
+) -> Plan {
+    let (op, done) = match t.status {
+        GlobalStatus::Prepared => {
+            let deadline = prepared_deadline(t, policy);
+            return if now_ms >= deadline {
+                transition(t, Event::TimedOut, Some(timeout_reason(t)))
+            } else {
+                Plan::WaitUntil(deadline)
+            };
+        }
+        GlobalStatus::Submitted => (commit, Event::Completed),
+        GlobalStatus::Aborting => (rollback, Event::RolledBack),
+        _ => return Plan::Idle,
+    };
+    let mut pending: Vec<usize> = (0..t.branches.len())
+        .filter(|&i| t.branches[i].op == op && t.branches[i].status == BranchStatus::Prepared)
+        .collect();
+    pending.sort_by_key(|&i| t.branches[i].seq);
+    let first = if last_first {
+        pending.last()
+    } else {
+        pending.first()
+    };
+    match first {
+        Some(&i) => Plan::Call(vec![i]),
+        None => transition(t, done, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{build_new, BranchInput, NewTransInput, RetryPolicy, TransOptions};
+
+    const POLICY: Policy = Policy {
+        retry: RetryPolicy {
+            base_ms: 1000,
+            max_ms: 60_000,
+            jitter: 0.0,
+        },
+        timeout_to_fail_s: 35,
+    };
+
+    fn saga(steps: usize, custom: &str) -> Trans {
+        build_new(
+            NewTransInput {
+                gid: "g".into(),
+                kind: TransKind::Saga,
+                steps: (0..steps)
+                    .map(|i| BranchInput {
+                        action: format!("http://s/a{i}"),
+                        compensate: format!("http://s/c{i}"),
+                    })
+                    .collect(),
+                payloads: vec!["{}".into(); steps],
+                custom_data: custom.into(),
+                query_prepared: String::new(),
+                protocol: String::new(),
+                opts: TransOptions::default(),
+            },
+            GlobalStatus::Submitted,
+            1_000,
+            128,
+        )
+        .unwrap()
+    }
+
+    fn urls(t: &Trans, p: &Plan) -> Vec<String> {
+        match p {
+            Plan::Call(idx) => idx.iter().map(|&i| t.branches[i].url.clone()).collect(),
+            other => panic!("expected calls, got {other:?}"),
+        }
+    }
+
+    /// Settle `outcome` on the row with `url` and apply any transition the
+    /// planner asks for, as the driver does.
+    fn step(t: &mut Trans, url: &str, outcome: Outcome) {
+        let i = t.branches.iter().position(|b| b.url == url).unwrap();
+        settle(t, i, &outcome);
+        while let Plan::Transition { to, reason, .. } = plan(t, 2_000, &POLICY) {
+            t.status = to;
+            if let Some(r) = reason {
+                t.reason = r;
+            }
+            if to.is_final() {
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn sequential_saga_runs_actions_in_order_then_succeeds() {
+        let mut t = saga(2, "");
+        assert_eq!(urls(&t, &plan(&t, 2_000, &POLICY)), ["http://s/a0"]);
+        step(&mut t, "http://s/a0", Outcome::Succeeded);
+        assert_eq!(urls(&t, &plan(&t, 2_000, &POLICY)), ["http://s/a1"]);
+        step(&mut t, "http://s/a1", Outcome::Succeeded);
+        assert_eq!(t.status, GlobalStatus::Succeed);
+    }
+
+    #[test]
+    fn failed_action_compensates_itself_and_earlier_steps_in_reverse() {
+        let mut t = saga(3, "");
+        step(&mut t, "http://s/a0", Outcome::Succeeded);
+        step(&mut t, "http://s/a1", Outcome::Failed("no money".into()));
+        assert_eq!(t.status, GlobalStatus::Aborting);
+        assert_eq!(t.reason, "no money");
+        // step 3 never started: only steps 2 then 1 are compensated
+        assert_eq!(urls(&t, &plan(&t, 2_000, &POLICY)), ["http://s/c1"]);
+        step(&mut t, "http://s/c1", Outcome::Succeeded);
+        assert_eq!(urls(&t, &plan(&t, 2_000, &POLICY)), ["http://s/c0"]);
+        step(&mut t, "http://s/c0", Outcome::Succeeded);
+        assert_eq!(t.status, GlobalStatus::Failed);
+        let statuses: Vec<&str> = t.branches.iter().map(|b| b.status.as_str()).collect();
+        assert_eq!(
+            statuses,
+            ["succeed", "succeed", "succeed", "failed", "prepared", "prepared"]
+        );
+    }
+
+    #[test]
+    fn unknown_outcome_is_never_a_failure_and_gets_compensated_on_timeout() {
+        let mut t = saga(2, "");
+        t.opts.timeout_to_fail = 5;
+        step(&mut t, "http://s/a0", Outcome::Succeeded);
+        let i = t.branches.iter().position(|b| b.url == "http://s/a1").unwrap();
+        assert_eq!(
+            settle(&mut t, i, &Outcome::Unknown("timeout".into())),
+            Settled::Later { backoff: true }
+        );
+        assert_eq!(t.status, GlobalStatus::Submitted);
+        assert_eq!(urls(&t, &plan(&t, 2_000, &POLICY)), ["http://s/a1"]);
+        // after the timeout, the action whose outcome is unknown is compensated first
+        match plan(&t, 6_000, &POLICY) {
+            Plan::Transition { to, reason, .. } => {
+                assert_eq!(to, GlobalStatus::Aborting);
+                assert_eq!(reason.as_deref(), Some("Timeout after 5 seconds"));
+                t.status = to;
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(urls(&t, &plan(&t, 6_000, &POLICY)), ["http://s/c1"]);
+    }
+
+    #[test]
+    fn concurrent_saga_honours_orders_both_ways() {
+        let mut t = saga(3, r#"{"concurrent":true,"orders":{"2":[0,1]}}"#);
+        assert_eq!(
+            urls(&t, &plan(&t, 2_000, &POLICY)),
+            ["http://s/a0", "http://s/a1"]
+        );
+        step(&mut t, "http://s/a0", Outcome::Succeeded);
+        assert_eq!(urls(&t, &plan(&t, 2_000, &POLICY)), ["http://s/a1"]);
+        step(&mut t, "http://s/a1", Outcome::Succeeded);
+        assert_eq!(urls(&t, &plan(&t, 2_000, &POLICY)), ["http://s/a2"]);
+        step(&mut t, "http://s/a2", Outcome::Failed("x".into()));
+        // step 2 depends on 0 and 1: it is rolled back before them
+        assert_eq!(urls(&t, &plan(&t, 2_000, &POLICY)), ["http://s/c2"]);
+        step(&mut t, "http://s/c2", Outcome::Succeeded);
+        assert_eq!(
+            urls(&t, &plan(&t, 2_000, &POLICY)),
+            ["http://s/c1", "http://s/c0"]
+        );
+    }
+
+    #[test]
+    fn concurrent_order_failure_before_dependent_starts() {
+        // TestSagaConRollbackOrder: the second step waits on the first,
+        // which fails: the second never runs and is not compensated
+        let mut t = saga(2, r#"{"concurrent":true,"orders":{"1":[0]}}"#);
+        step(&mut t, "http://s/a0", Outcome::Failed("x".into()));
+        assert_eq!(urls(&t, &plan(&t, 2_000, &POLICY)), ["http://s/c0"]);
+        step(&mut t, "http://s/c0", Outcome::Succeeded);
+        assert_eq!(t.status, GlobalStatus::Failed);
+        let statuses: Vec<&str> = t.branches.iter().map(|b| b.status.as_str()).collect();
+        assert_eq!(statuses, ["succeed", "failed", "prepared", "prepared"]);
+    }
+
+    #[test]
+    fn compensation_failure_is_retried_not_final() {
+        let mut t = saga(1, "");
+        step(&mut t, "http://s/a0", Outcome::Failed("x".into()));
+        let i = t.branches.iter().position(|b| b.url == "http://s/c0").unwrap();
+        assert_eq!(
+            settle(&mut t, i, &Outcome::Failed("nope".into())),
+            Settled::Later { backoff: true }
+        );
+        assert_eq!(t.status, GlobalStatus::Aborting);
+        assert_eq!(urls(&t, &plan(&t, 2_000, &POLICY)), ["http://s/c0"]);
+    }
+
+    #[test]
+    fn ongoing_waits_without_backoff() {
+        let mut t = saga(1, "");
+        assert_eq!(
+            settle(&mut t, 1, &Outcome::Ongoing),
+            Settled::Later { backoff: false }
+        );
+        assert_eq!(t.branches[1].status, BranchStatus::Prepared);
+    }
+
+    fn msg(steps: usize, status: GlobalStatus) -> Trans {
+        build_new(
+            NewTransInput {
+                gid: "m".into(),
+                kind: TransKind::Msg,
+                steps: (0..steps)
+                    .map(|i| BranchInput {
+                        action: format!("http://s/a{i}"),
+                        compensate: String::new(),
+                    })
+                    .collect(),
+                payloads: vec!["{}".into(); steps],
+                custom_data: String::new(),
+                query_prepared: "http://s/qp".into(),
+                protocol: String::new(),
+                opts: TransOptions::default(),
+            },
+            status,
+            1_000,
+            128,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn prepared_msg_is_checked_back_after_its_timeout() {
+        let mut t = msg(1, GlobalStatus::Prepared);
+        assert_eq!(plan(&t, 2_000, &POLICY), Plan::WaitUntil(36_000));
+        assert_eq!(plan(&t, 36_000, &POLICY), Plan::CheckBack);
+        t.opts.timeout_to_fail = 2;
+        assert_eq!(plan(&t, 3_000, &POLICY), Plan::CheckBack);
+    }
+
+    #[test]
+    fn submitted_msg_waits_for_delay_then_runs_in_order() {
+        let mut t = msg(2, GlobalStatus::Submitted);
+        t.custom_data = r#"{"delay":10}"#.into();
+        assert_eq!(plan(&t, 2_000, &POLICY), Plan::WaitUntil(11_000));
+        assert_eq!(urls(&t, &plan(&t, 11_000, &POLICY)), ["http://s/a0"]);
+        t.opts.concurrent = true;
+        assert_eq!(
+            urls(&t, &plan(&t, 11_000, &POLICY)),
+            ["http://s/a0", "http://s/a1"]
+        );
+        // FAILURE from a msg action is retried, not final
+        assert_eq!(
+            settle(&mut t, 0, &Outcome::Failed("x".into())),
+            Settled::Later { backoff: true }
+        );
+        t.custom_data.clear(); // step() plans at 2 s, before the delay ends
+        step(&mut t, "http://s/a0", Outcome::Succeeded);
+        step(&mut t, "http://s/a1", Outcome::Succeeded);
+        assert_eq!(t.status, GlobalStatus::Succeed);
+    }
+
+    #[test]
+    fn prepared_saga_and_finished_transactions_are_idle() {
+        let mut t = saga(1, "");
+        t.status = GlobalStatus::Prepared;
+        assert_eq!(plan(&t, 2_000, &POLICY), Plan::Idle);
+        t.status = GlobalStatus::Succeed;
+        assert_eq!(plan(&t, 2_000, &POLICY), Plan::Idle);
+    }
+}

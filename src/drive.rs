@@ -1,0 +1,334 @@
+//! Driving one leased transaction: the one place that sequences the
+//! planner, the branch caller and the store.
+//!
+//! A pass runs while there is something to do now. Branch results are
+//! written lazily: a pass writes before any change of global status (the
+//! decision must be durable before anything acts on it), when it renews
+//! its lease, and when it ends. A successful saga therefore costs one
+//! create and one final write, whatever its step count.
+
+use std::collections::HashMap;
+use std::pin::pin;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tracing::{debug, warn};
+
+use crate::domain::{
+    next, plan, settle, BranchStatus, Event, GlobalStatus, Op, Outcome, Plan, Settled, Trans,
+    TransKind,
+};
+use crate::scheduler::Engine;
+use crate::store::{Record, Schedule, StoreError};
+
+/// How a pass ended.
+#[derive(Debug)]
+pub enum DriveEnd {
+    /// The transaction reached a final status.
+    Finished,
+    /// It is scheduled to be driven again later.
+    Waiting,
+    /// Nothing to do until a client acts.
+    Idle,
+    /// Another replica or an API call holds it now.
+    LeaseLost,
+    /// Redis failed; the lease will run out and the work resumes.
+    StoreFailed(StoreError),
+    /// The replica is shutting down; the lease was handed back.
+    Stopped,
+}
+
+/// What a pass did, for `wait_result` callers and logs.
+#[derive(Debug)]
+pub struct DriveReport {
+    /// How it ended.
+    pub end: DriveEnd,
+    /// The transaction as this pass left it.
+    pub trans: Trans,
+    /// The last outcome that kept a branch from finishing, if any.
+    pub last_error: Option<Outcome>,
+}
+
+struct Pass<'a> {
+    engine: &'a Engine,
+    t: Trans,
+    epoch: u64,
+    lease_until: u64,
+    /// Branch rows settled in memory, not yet written.
+    pending: Vec<(String, BranchStatus, BranchStatus)>,
+    /// Rows that will not be called again in this pass (true: back off).
+    deferred: HashMap<usize, bool>,
+    /// Immediate retries used per saga action (retry_limit).
+    retries: HashMap<usize, i64>,
+    progressed: bool,
+    last_error: Option<Outcome>,
+}
+
+/// Drives `t`, leased at `epoch` until `lease_until`, as far as it can go
+/// now.
+pub async fn drive(engine: &Engine, t: Trans, epoch: u64, lease_until: u64) -> DriveReport {
+    let mut pass = Pass {
+        engine,
+        t,
+        epoch,
+        lease_until,
+        pending: Vec::new(),
+        deferred: HashMap::new(),
+        retries: HashMap::new(),
+        progressed: false,
+        last_error: None,
+    };
+    let end = match pass.run().await {
+        Ok(end) | Err(end) => end,
+    };
+    if let DriveEnd::StoreFailed(e) = &end {
+        warn!(gid = %pass.t.gid, error = %e, "store write failed; the transaction resumes when its lease runs out");
+        engine.note_due(pass.lease_until);
+    }
+    DriveReport {
+        end,
+        trans: pass.t,
+        last_error: pass.last_error,
+    }
+}
+
+impl Pass<'_> {
+    async fn run(&mut self) -> Result<DriveEnd, DriveEnd> {
+        loop {
+            if self.engine.stopping() {
+                let now = self.engine.now_ms();
+                self.write(None, Vec::new(), Schedule::Release(now)).await?;
+                return Ok(DriveEnd::Stopped);
+            }
+            let now = self.engine.now_ms();
+            match plan(&self.t, now, &self.engine.policy) {
+                Plan::Call(rows) => {
+                    let calls: Vec<usize> = rows
+                        .into_iter()
+                        .filter(|i| !self.deferred.contains_key(i))
+                        .collect();
+                    if calls.is_empty() {
+                        let backoff = self.deferred.values().any(|b| *b);
+                        return self.wait_for_retry(backoff).await;
+                    }
+                    if let Some(reason) = self.call(&calls).await? {
+                        self.change_status(Event::RetryLimitExceeded, Some(reason))
+                            .await?;
+                    }
+                }
+                Plan::CheckBack => {
+                    let outcome = self.engine.caller.check_back(&self.t).await;
+                    match outcome {
+                        Outcome::Succeeded => {
+                            self.change_status(Event::CheckBackConfirmed, None).await?;
+                        }
+                        Outcome::Failed(_) => {
+                            self.change_status(Event::CheckBackRefused, None).await?;
+                        }
+                        Outcome::Ongoing | Outcome::Unknown(_) => {
+                            let backoff = matches!(outcome, Outcome::Unknown(_));
+                            self.last_error = Some(outcome);
+                            return self.wait_for_retry(backoff).await;
+                        }
+                    }
+                }
+                Plan::Transition { event, reason, .. } => {
+                    self.change_status(event, reason).await?;
+                }
+                Plan::WaitUntil(at) => {
+                    self.write(None, Vec::new(), Schedule::Release(at)).await?;
+                    self.engine.note_due(at);
+                    return Ok(DriveEnd::Waiting);
+                }
+                Plan::Idle => {
+                    if self.t.status.is_final() {
+                        return Ok(DriveEnd::Finished);
+                    }
+                    self.write(None, Vec::new(), Schedule::Park).await?;
+                    return Ok(DriveEnd::Idle);
+                }
+            }
+            if self.t.status.is_final() {
+                return Ok(DriveEnd::Finished);
+            }
+        }
+    }
+
+    /// Calls `rows` concurrently, renewing the lease while they run, and
+    /// settles their outcomes. Returns a reason when a saga action used up
+    /// its `retry_limit`.
+    async fn call(&mut self, rows: &[usize]) -> Result<Option<String>, DriveEnd> {
+        let outcomes = {
+            let t = &self.t;
+            let caller = &self.engine.caller;
+            let mut calls = pin!(join_all(
+                rows.iter().map(|&i| caller.call_branch(t, &t.branches[i]))
+            ));
+            loop {
+                let renew_in = self
+                    .lease_until
+                    .saturating_sub(self.engine.lease_ms / 2)
+                    .saturating_sub(self.engine.now_ms());
+                tokio::select! {
+                    outcomes = &mut calls => break outcomes,
+                    _ = tokio::time::sleep(Duration::from_millis(renew_in)) => {
+                        let until = self.engine.now_ms() + self.engine.lease_ms;
+                        write(self.engine, t, self.epoch, &mut self.pending, None, Vec::new(), Schedule::Hold(until)).await?;
+                        self.lease_until = until;
+                    }
+                    _ = self.engine.hard_stop() => {
+                        let now = self.engine.now_ms();
+                        write(self.engine, t, self.epoch, &mut self.pending, None, Vec::new(), Schedule::Release(now)).await?;
+                        return Err(DriveEnd::Stopped);
+                    }
+                }
+            }
+        };
+        let mut give_up = None;
+        for (&i, outcome) in rows.iter().zip(outcomes) {
+            let field = self.t.branches[i].field();
+            match settle(&mut self.t, i, &outcome) {
+                Settled::Done(status) => {
+                    debug!(gid = %self.t.gid, branch = %field, status = status.as_str(), "branch settled");
+                    self.pending.push((field, BranchStatus::Prepared, status));
+                    self.progressed = true;
+                }
+                Settled::Later { backoff } => {
+                    debug!(gid = %self.t.gid, branch = %field, outcome = ?outcome, "branch not done");
+                    let limit = self.t.opts.retry_limit;
+                    let saga_action =
+                        self.t.kind == TransKind::Saga && self.t.branches[i].op == Op::Action;
+                    self.last_error = Some(outcome);
+                    if saga_action && limit > 0 {
+                        let used = self.retries.entry(i).or_insert(0);
+                        if *used < limit {
+                            *used += 1;
+                            continue;
+                        }
+                        give_up = Some(format!(
+                            "RetryCount is greater than RetryLimit, RetryLimit: {limit}"
+                        ));
+                    }
+                    self.deferred.insert(i, backoff);
+                }
+            }
+        }
+        Ok(give_up)
+    }
+
+    /// Records a change of global status (with every pending row) before
+    /// anything acts on it.
+    async fn change_status(&mut self, event: Event, reason: Option<String>) -> Result<(), DriveEnd> {
+        let Ok(to) = next(self.t.kind, self.t.status, event) else {
+            return Err(DriveEnd::Idle);
+        };
+        let now = self.engine.now_ms();
+        let mut fields = vec![("attempt", "0".to_owned())];
+        if let Some(r) = &reason {
+            fields.push(("reason", r.clone()));
+        }
+        let schedule = match to {
+            GlobalStatus::Succeed => {
+                fields.push(("finish_ms", now.to_string()));
+                Schedule::Finish
+            }
+            GlobalStatus::Failed => {
+                fields.push(("rollback_ms", now.to_string()));
+                Schedule::Finish
+            }
+            _ => Schedule::Hold(now + self.engine.lease_ms),
+        };
+        self.write(Some(to), fields, schedule).await?;
+        self.t.status = to;
+        self.t.attempt = 0;
+        if let Some(r) = reason {
+            self.t.reason = r;
+        }
+        match to {
+            GlobalStatus::Succeed => self.t.finish_ms = Some(now),
+            GlobalStatus::Failed => self.t.rollback_ms = Some(now),
+            _ => {}
+        }
+        // a new phase: rows deferred in the old one no longer matter
+        self.deferred.clear();
+        Ok(())
+    }
+
+    /// Ends the pass with rows still to do: due again after a backoff (an
+    /// error) or the base interval (ONGOING).
+    async fn wait_for_retry(&mut self, backoff: bool) -> Result<DriveEnd, DriveEnd> {
+        let policy = &self.engine.policy.retry;
+        let interval = self.t.opts.retry_interval;
+        let delay = if backoff {
+            self.t.attempt = if self.progressed { 1 } else { self.t.attempt + 1 };
+            policy.delay_ms(interval, self.t.attempt, fastrand::f64())
+        } else {
+            self.t.attempt = 0;
+            policy.base_for(interval)
+        };
+        let now = self.engine.now_ms();
+        let mut at = now + delay;
+        // a saga with a timeout is looked at again when it times out
+        if self.t.kind == TransKind::Saga && self.t.opts.timeout_to_fail > 0 {
+            at = at.min(self.t.create_ms + self.t.opts.timeout_to_fail as u64 * 1000);
+        }
+        let at = at.max(now);
+        let fields = vec![("attempt", self.t.attempt.to_string())];
+        self.write(None, fields, Schedule::Release(at)).await?;
+        self.engine.note_due(at);
+        Ok(DriveEnd::Waiting)
+    }
+
+    async fn write(
+        &mut self,
+        status: Option<GlobalStatus>,
+        fields: Vec<(&'static str, String)>,
+        schedule: Schedule,
+    ) -> Result<(), DriveEnd> {
+        write(self.engine, &self.t, self.epoch, &mut self.pending, status, fields, schedule).await?;
+        if let Schedule::Hold(until) = schedule {
+            self.lease_until = until;
+        }
+        Ok(())
+    }
+}
+
+/// One `record` call carrying every pending row; maps refusals to how the
+/// pass ends.
+async fn write(
+    engine: &Engine,
+    t: &Trans,
+    epoch: u64,
+    pending: &mut Vec<(String, BranchStatus, BranchStatus)>,
+    status: Option<GlobalStatus>,
+    fields: Vec<(&'static str, String)>,
+    schedule: Schedule,
+) -> Result<(), DriveEnd> {
+    let rec = Record {
+        status,
+        fields,
+        branches: std::mem::take(pending),
+        schedule,
+    };
+    let now = engine.now_ms();
+    match engine
+        .store
+        .record(&t.gid, epoch, t.status, now, &engine.owner, &rec)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(StoreError::StaleEpoch(_) | StoreError::Conflict { .. } | StoreError::NotFound) => {
+            debug!(gid = %t.gid, "lease lost; another replica or an API call owns the transaction");
+            Err(DriveEnd::LeaseLost)
+        }
+        Err(e @ StoreError::BranchConflict(_)) => {
+            warn!(gid = %t.gid, error = %e, "stored branches disagree with this pass; leaving it to the next claim");
+            Err(DriveEnd::LeaseLost)
+        }
+        Err(e) => {
+            // keep the rows so a report shows what was done
+            *pending = rec.branches;
+            Err(DriveEnd::StoreFailed(e))
+        }
+    }
+}

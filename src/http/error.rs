@@ -1,0 +1,92 @@
+//! The only place that maps errors to HTTP statuses.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tracing::error;
+
+use crate::domain::ValidationError;
+use crate::store::StoreError;
+
+/// An error reply, in dtm's shape.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or invalid. Returns `400 Bad Request`
+    /// `{"message"}` (dtm answers 500 here).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such transaction or route. Returns `404 Not Found` `{"message"}`.
+    #[error("{0}")]
+    NotFound(String),
+    /// Wrong method for the route. Returns `405 Method Not Allowed`.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The body is over the size limit. Returns `413 Payload Too Large`.
+    #[error("{0}")]
+    TooLarge(String),
+    /// dtm's FAILURE. Returns `409 Conflict`
+    /// `{"dtm_result":"FAILURE","message"}`.
+    #[error("{0}")]
+    Failure(String),
+    /// dtm's ONGOING. Returns `425 Too Early`
+    /// `{"dtm_result":"ONGOING","message"}`.
+    #[error("{0}")]
+    Ongoing(String),
+    /// Redis is away. Returns `503 Service Unavailable` `{"message"}`.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else. Returns `500 Internal Server Error` `{"message"}`;
+    /// the detail is logged, not sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self::BadRequest(e.0)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => {
+                Self::Unavailable(format!("storage is unavailable, retry later ({m})"))
+            }
+            StoreError::NotFound => Self::NotFound("no such transaction".into()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"message": m})),
+            Self::NotFound(m) => (StatusCode::NOT_FOUND, json!({"message": m})),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"message": "method not allowed"}),
+            ),
+            Self::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, json!({"message": m})),
+            Self::Failure(m) => (
+                StatusCode::CONFLICT,
+                json!({"dtm_result": "FAILURE", "message": m}),
+            ),
+            Self::Ongoing(m) => (
+                StatusCode::TOO_EARLY,
+                json!({"dtm_result": "ONGOING", "message": m}),
+            ),
+            Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({"message": m})),
+            Self::Internal(m) => {
+                error!(error = %m, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"message": "internal error; see the dtx log"}),
+                )
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}

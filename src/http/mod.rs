@@ -1,0 +1,37 @@
+//! The HTTP API: dtm's routes under `/api/dtmsvr`, its reply shapes, and
+//! the one mapping of errors to status codes.
+
+mod error;
+mod json;
+mod trans;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::any;
+use axum::{Json, Router};
+use serde_json::json;
+
+pub use error::ApiError;
+
+use crate::scheduler::Engine;
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// The replica's engine.
+    pub engine: Arc<Engine>,
+    /// Longest gid accepted, bytes.
+    pub max_gid_len: usize,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .merge(trans::router())
+        .route("/api/ping", any(|| async { Json(json!({"msg": "pong"})) }))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}

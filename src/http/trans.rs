@@ -1,0 +1,457 @@
+//! `/api/dtmsvr/*`: creating, submitting, aborting and reading global
+//! transactions (contract §1).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::json::{
+    branch_json, json_text, nullable, query_map, text_or_json, trans_json, JsonBody,
+};
+use super::{ApiError, AppState};
+use crate::domain::{
+    build_new, validate_gid, BranchInput, GlobalStatus, NewTransInput, Outcome, Trans, TransKind,
+    TransOptions,
+};
+use crate::drive::{DriveEnd, DriveReport};
+use crate::store::{Created, Cursor, ListFilter, StoreError};
+
+/// The version dtm clients see; dtx's own follows it.
+const DTM_VERSION: &str = "v1.19.0";
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/dtmsvr/version", get(version))
+        .route("/api/dtmsvr/newGid", get(new_gid))
+        .route("/api/dtmsvr/prepare", post(prepare))
+        .route("/api/dtmsvr/submit", post(submit))
+        .route("/api/dtmsvr/abort", post(abort))
+        .route("/api/dtmsvr/query", get(query))
+        .route("/api/dtmsvr/all", get(all))
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn success() -> ApiResult {
+    Ok(Json(json!({"dtm_result": "SUCCESS"})))
+}
+
+/// The body of prepare, submit and abort (dtm's `TransGlobal`), accepted as
+/// real clients send it: `null` anywhere, unknown keys ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TransBody {
+    #[serde(deserialize_with = "nullable")]
+    gid: String,
+    #[serde(deserialize_with = "nullable")]
+    trans_type: String,
+    #[serde(deserialize_with = "nullable")]
+    steps: Vec<BTreeMap<String, Value>>,
+    #[serde(deserialize_with = "nullable")]
+    payloads: Vec<Value>,
+    #[serde(deserialize_with = "text_or_json")]
+    custom_data: String,
+    #[serde(deserialize_with = "nullable")]
+    query_prepared: String,
+    #[serde(deserialize_with = "nullable")]
+    protocol: String,
+    #[serde(deserialize_with = "nullable")]
+    wait_result: bool,
+    #[serde(deserialize_with = "nullable")]
+    timeout_to_fail: i64,
+    #[serde(deserialize_with = "nullable")]
+    request_timeout: i64,
+    #[serde(deserialize_with = "nullable")]
+    retry_interval: i64,
+    #[serde(deserialize_with = "nullable")]
+    retry_limit: i64,
+    #[serde(deserialize_with = "nullable")]
+    branch_headers: BTreeMap<String, String>,
+    #[serde(deserialize_with = "nullable")]
+    concurrent: bool,
+    #[serde(deserialize_with = "nullable")]
+    rollback_reason: String,
+}
+
+impl TransBody {
+    fn kind(&self) -> Result<TransKind, ApiError> {
+        if self.trans_type.is_empty() {
+            return Err(ApiError::BadRequest("trans_type is required".into()));
+        }
+        TransKind::parse(&self.trans_type).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown trans_type {:?}: use saga, msg, tcc, xa or workflow",
+                self.trans_type
+            ))
+        })
+    }
+
+    fn into_input(self) -> Result<NewTransInput, ApiError> {
+        let kind = self.kind()?;
+        let text = |step: &BTreeMap<String, Value>, key: &str| -> Result<String, ApiError> {
+            match step.get(key) {
+                None | Some(Value::Null) => Ok(String::new()),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(_) => Err(ApiError::BadRequest(format!(
+                    "steps[].{key} must be a string"
+                ))),
+            }
+        };
+        let mut steps = Vec::with_capacity(self.steps.len());
+        let mut payloads: Vec<String> = self.payloads.into_iter().map(json_text).collect();
+        let mut legacy = Vec::new();
+        for step in &self.steps {
+            steps.push(BranchInput {
+                action: text(step, "action")?,
+                compensate: text(step, "compensate")?,
+            });
+            // dtm < 1.10 carried the payload in the step itself
+            let data = step.get("data").cloned().map(json_text).unwrap_or_default();
+            if !data.is_empty() {
+                legacy.push(data);
+            }
+        }
+        payloads.extend(legacy);
+        Ok(NewTransInput {
+            gid: self.gid,
+            kind,
+            steps,
+            payloads,
+            custom_data: self.custom_data,
+            query_prepared: self.query_prepared,
+            protocol: self.protocol,
+            opts: TransOptions {
+                wait_result: self.wait_result,
+                timeout_to_fail: self.timeout_to_fail,
+                request_timeout: self.request_timeout,
+                retry_interval: self.retry_interval,
+                retry_limit: self.retry_limit,
+                branch_headers: self.branch_headers,
+                concurrent: self.concurrent,
+            },
+        })
+    }
+}
+
+async fn version() -> Json<Value> {
+    Json(json!({"version": DTM_VERSION, "dtx_version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// A 22-character random id (about 128 bits), like dtm's shortuuid.
+fn gen_gid() -> String {
+    const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    (0..22)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect()
+}
+
+async fn new_gid() -> Json<Value> {
+    Json(json!({"gid": gen_gid(), "dtm_result": "SUCCESS"}))
+}
+
+async fn prepare(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) -> ApiResult {
+    let engine = &s.engine;
+    let now = engine.now_ms();
+    let mut t = build_new(body.into_input()?, GlobalStatus::Prepared, now, s.max_gid_len)?;
+    // a prepared msg, tcc or xa needs attention when it times out
+    let due = match t.kind {
+        TransKind::Msg | TransKind::Tcc | TransKind::Xa => {
+            let timeout = if t.opts.timeout_to_fail > 0 {
+                t.opts.timeout_to_fail
+            } else {
+                engine.policy.timeout_to_fail_s
+            };
+            Some(now + timeout as u64 * 1000)
+        }
+        TransKind::Saga | TransKind::Workflow => None,
+    };
+    t.next_ms = due;
+    match engine.store.create_trans(&t, 0, due).await? {
+        Created::New => {
+            info!(gid = %t.gid, kind = %t.kind, "prepared");
+            if let Some(at) = due {
+                engine.note_due(at);
+            }
+            success()
+        }
+        Created::Exists(GlobalStatus::Prepared, _) => success(),
+        Created::Exists(status, _) => Err(ApiError::Failure(format!(
+            "current status '{status}', cannot prepare. FAILURE"
+        ))),
+    }
+}
+
+async fn submit(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) -> ApiResult {
+    let engine = &s.engine;
+    let now = engine.now_ms();
+    let mut t = build_new(body.into_input()?, GlobalStatus::Submitted, now, s.max_gid_len)?;
+    let wait = t.opts.wait_result;
+    let lease_until = now + engine.lease_ms;
+    t.owner = engine.owner.clone();
+    t.next_ms = Some(lease_until);
+    match engine.store.create_trans(&t, 1, Some(lease_until)).await? {
+        Created::New => {
+            info!(gid = %t.gid, kind = %t.kind, "submitted");
+            let pass = engine.spawn_drive(t, 1, lease_until);
+            if wait {
+                report(pass.await)
+            } else {
+                success()
+            }
+        }
+        Created::Exists(GlobalStatus::Prepared, _) => {
+            let leased = match engine
+                .store
+                .transition(
+                    &t.gid,
+                    GlobalStatus::Prepared,
+                    GlobalStatus::Submitted,
+                    now,
+                    Some(lease_until),
+                    &engine.owner,
+                    &[],
+                )
+                .await
+            {
+                Ok(l) => l,
+                Err(StoreError::Conflict { actual, .. }) => {
+                    return resubmitted(&s, &t.gid, &actual, wait).await
+                }
+                Err(e) => return Err(e.into()),
+            };
+            info!(gid = %t.gid, "prepared transaction submitted");
+            let pass = engine.spawn_drive(leased.trans, leased.epoch, lease_until);
+            if wait {
+                report(pass.await)
+            } else {
+                success()
+            }
+        }
+        Created::Exists(status, _) => resubmitted(&s, &t.gid, status.as_str(), wait).await,
+    }
+}
+
+/// A submit for a gid that already moved past `prepared`.
+async fn resubmitted(s: &AppState, gid: &str, status: &str, wait: bool) -> ApiResult {
+    if status != GlobalStatus::Submitted.as_str() {
+        return Err(ApiError::Failure(format!(
+            "current status '{status}', cannot sumbmit. FAILURE"
+        )));
+    }
+    // already submitted: it is being driven; dtm accepts the repeat
+    if !wait {
+        return success();
+    }
+    let deadline = s.engine.now_ms() + 10_000;
+    loop {
+        match s.engine.store.load(gid).await? {
+            Some(t) if t.status == GlobalStatus::Succeed => return success(),
+            Some(t) if t.status.is_final() || s.engine.now_ms() >= deadline => {
+                return Err(not_success(&t))
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            None => return Err(ApiError::NotFound(format!("no transaction with gid {gid}"))),
+        }
+    }
+}
+
+fn not_success(t: &Trans) -> ApiError {
+    if t.reason.is_empty() {
+        ApiError::Failure("wait result not return success: FAILURE".into())
+    } else {
+        ApiError::Failure(format!("{} FAILURE", t.reason))
+    }
+}
+
+/// The `wait_result` reply of a pass (contract §3.10).
+fn report(joined: Result<DriveReport, tokio::task::JoinError>) -> ApiResult {
+    let r = joined.map_err(|e| ApiError::Internal(format!("transaction pass died: {e}")))?;
+    if let DriveEnd::StoreFailed(e) = r.end {
+        return Err(e.into());
+    }
+    if r.trans.status == GlobalStatus::Succeed {
+        return success();
+    }
+    // saga rounds return no error of their own; the other kinds report the
+    // branch error that stopped them
+    if r.trans.kind != TransKind::Saga && !r.trans.status.is_final() {
+        match r.last_error {
+            Some(Outcome::Unknown(e)) => return Err(ApiError::Internal(e)),
+            Some(Outcome::Failed(e)) => return Err(ApiError::Failure(e)),
+            Some(Outcome::Ongoing) if r.trans.kind != TransKind::Msg => {
+                return Err(ApiError::Ongoing("ONGOING".into()))
+            }
+            _ => {}
+        }
+    }
+    Err(not_success(&r.trans))
+}
+
+async fn abort(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) -> ApiResult {
+    validate_gid(&body.gid, s.max_gid_len)?;
+    let requested = body.kind()?;
+    let engine = &s.engine;
+    let t = engine
+        .store
+        .load(&body.gid)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no transaction with gid {}", body.gid)))?;
+    let now = engine.now_ms();
+    let refuse = || {
+        Err(ApiError::Failure(format!(
+            "trans type: '{}' current status '{}', cannot abort. FAILURE",
+            body.trans_type, t.status
+        )))
+    };
+    if t.kind == TransKind::Msg && t.status == GlobalStatus::Prepared {
+        let fields = [("rollback_ms", now.to_string())];
+        return match engine
+            .store
+            .transition(&t.gid, t.status, GlobalStatus::Failed, now, None, &engine.owner, &fields)
+            .await
+        {
+            Ok(_) => {
+                info!(gid = %t.gid, "msg aborted");
+                success()
+            }
+            Err(StoreError::Conflict { .. }) => refuse(),
+            Err(e) => Err(e.into()),
+        };
+    }
+    let two_phase = matches!(requested, TransKind::Tcc | TransKind::Xa) && t.kind == requested;
+    if !two_phase || !matches!(t.status, GlobalStatus::Prepared | GlobalStatus::Aborting) {
+        return refuse();
+    }
+    let lease_until = now + engine.lease_ms;
+    let mut fields = Vec::new();
+    if !body.rollback_reason.is_empty() {
+        fields.push(("reason", body.rollback_reason.clone()));
+    }
+    let leased = match engine
+        .store
+        .transition(
+            &t.gid,
+            t.status,
+            GlobalStatus::Aborting,
+            now,
+            Some(lease_until),
+            &engine.owner,
+            &fields,
+        )
+        .await
+    {
+        Ok(l) => l,
+        Err(StoreError::Conflict { .. }) => return refuse(),
+        Err(e) => return Err(e.into()),
+    };
+    info!(gid = %t.gid, "aborting");
+    let pass = engine.spawn_drive(leased.trans, leased.epoch, lease_until);
+    if body.wait_result {
+        report(pass.await)
+    } else {
+        success()
+    }
+}
+
+async fn query(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult {
+    let q = query_map(raw.as_deref());
+    let gid = q.get("gid").map(String::as_str).unwrap_or_default();
+    if gid.is_empty() {
+        return Err(ApiError::BadRequest("no gid specified".into()));
+    }
+    validate_gid(gid, s.max_gid_len)?;
+    Ok(Json(match s.engine.store.load(gid).await? {
+        Some(t) => json!({
+            "transaction": trans_json(&t),
+            "branches": t.branches.iter().map(|b| branch_json(&t, b)).collect::<Vec<_>>(),
+        }),
+        None => json!({"transaction": null, "branches": []}),
+    }))
+}
+
+fn parse_num<T: std::str::FromStr>(q: &std::collections::HashMap<String, String>, key: &str) -> Result<Option<T>, ApiError> {
+    match q.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::BadRequest(format!("{key} must be a non-negative integer, got {v:?}"))),
+    }
+}
+
+async fn all(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult {
+    let q = query_map(raw.as_deref());
+    let store = &s.engine.store;
+    if let Some(gid) = q.get("gid").filter(|g| !g.is_empty()) {
+        validate_gid(gid, s.max_gid_len)?;
+        // dtm answers `null` rather than `[]` when the gid is unknown
+        let found = store.load(gid).await?.map(|t| vec![trans_json(&t)]);
+        return Ok(Json(json!({"transactions": found, "next_position": ""})));
+    }
+    let limit: usize = parse_num(&q, "limit")?.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
+    }
+    let status = match q.get("status").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => Some(GlobalStatus::parse(v).ok_or_else(|| {
+            ApiError::BadRequest(format!("unknown status {v:?}"))
+        })?),
+    };
+    let kind = match q.get("transType").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => Some(TransKind::parse(v).ok_or_else(|| {
+            ApiError::BadRequest(format!("unknown transType {v:?}"))
+        })?),
+    };
+    let filter = ListFilter {
+        status,
+        kind,
+        created_from_ms: parse_num(&q, "createTimeStart")?,
+        created_to_ms: parse_num(&q, "createTimeEnd")?,
+    };
+    let after = match q.get("position").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(p) => Some(
+            Cursor::decode(p)
+                .ok_or_else(|| ApiError::BadRequest(format!("position {p:?} is not a cursor from this API")))?,
+        ),
+    };
+    let (page, next) = store.list(&filter, after, limit).await?;
+    Ok(Json(json!({
+        "transactions": page.iter().map(trans_json).collect::<Vec<_>>(),
+        "next_position": next.map(|c| c.encode()).unwrap_or_default(),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gids_are_22_chars_and_differ() {
+        let a = gen_gid();
+        assert_eq!(a.len(), 22);
+        assert_ne!(a, gen_gid());
+    }
+
+    #[test]
+    fn bodies_accept_nulls_unknown_keys_and_legacy_data() {
+        let body: TransBody = serde_json::from_str(
+            r#"{"gid":"g","trans_type":"saga","custom_data":null,"query_prepared":null,
+                "protocol":null,"passthrough_headers":[],"request_timeout":8,
+                "steps":[{"action":"http://a","compensate":"http://c","data":"{\"x\":1}"}]}"#,
+        )
+        .unwrap();
+        let input = body.into_input().unwrap();
+        assert_eq!(input.payloads, ["{\"x\":1}"]);
+        assert_eq!(input.opts.request_timeout, 8);
+        assert_eq!(input.custom_data, "");
+    }
+}

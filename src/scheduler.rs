@@ -1,0 +1,232 @@
+//! Time and work sharing: the fast path after submit, the claim loop,
+//! leases and the drain on shutdown.
+//!
+//! The replica that creates or takes over a transaction drives it at once.
+//! Every replica also claims due transactions from every shard in batches:
+//! those whose lease ran out (their replica died) and those whose retry
+//! time came. The loop sleeps until the earliest due time it knows of,
+//! wakes early when a local pass schedules something sooner, and looks at
+//! every shard at least every `recheck_ms`.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::caller::Caller;
+use crate::clock::Clock;
+use crate::config::SchedulerSettings;
+use crate::domain::{Policy, Trans};
+use crate::drive::{drive, DriveReport};
+use crate::store::Store;
+
+/// Everything a replica needs to drive transactions; shared by the API
+/// handlers and the claim loop.
+pub struct Engine {
+    /// The store.
+    pub store: Store,
+    /// The branch caller.
+    pub caller: Caller,
+    /// Planner defaults.
+    pub policy: Policy,
+    /// Now.
+    pub clock: Arc<Clock>,
+    /// This replica's id (written as lease owner).
+    pub owner: String,
+    /// Lease length, ms.
+    pub lease_ms: u64,
+    settings: SchedulerSettings,
+    wake: Notify,
+    /// Earliest due time known to this replica, ms (`u64::MAX`: none).
+    earliest: AtomicU64,
+    active: AtomicUsize,
+    tracker: TaskTracker,
+    stop_claiming: CancellationToken,
+    hard_stop: CancellationToken,
+}
+
+/// What one look at every shard did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TickOutcome {
+    /// Transactions claimed and started.
+    pub claimed: usize,
+    /// Whether some shard had more due than one batch.
+    pub more: bool,
+}
+
+/// Decrements the active count when a pass ends, however it ends.
+struct ActiveGuard<'a>(&'a AtomicUsize);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Engine {
+    /// An engine for this replica.
+    pub fn new(
+        store: Store,
+        caller: Caller,
+        policy: Policy,
+        clock: Arc<Clock>,
+        settings: SchedulerSettings,
+    ) -> Self {
+        let owner = format!("{:016x}", fastrand::u64(..));
+        Self {
+            store,
+            caller,
+            policy,
+            clock,
+            owner,
+            lease_ms: settings.lease_ms,
+            settings,
+            wake: Notify::new(),
+            earliest: AtomicU64::new(u64::MAX),
+            active: AtomicUsize::new(0),
+            tracker: TaskTracker::new(),
+            stop_claiming: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+        }
+    }
+
+    /// Now, ms.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Whether passes must hand their leases back now.
+    pub fn stopping(&self) -> bool {
+        self.hard_stop.is_cancelled()
+    }
+
+    /// Completes when passes must hand their leases back.
+    pub fn hard_stop(&self) -> WaitForCancellationFuture<'_> {
+        self.hard_stop.cancelled()
+    }
+
+    /// Transactions being driven by this replica now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Tells the claim loop that something is due at `at_ms`.
+    pub fn note_due(&self, at_ms: u64) {
+        let before = self.earliest.fetch_min(at_ms, Ordering::Relaxed);
+        if at_ms < before {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Drives `t`, leased at `epoch` until `lease_until`, in its own task
+    /// (so a client that disconnects does not stop it).
+    pub fn spawn_drive(
+        self: &Arc<Self>,
+        t: Trans,
+        epoch: u64,
+        lease_until: u64,
+    ) -> JoinHandle<DriveReport> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        let engine = Arc::clone(self);
+        self.tracker.spawn(async move {
+            let _guard = ActiveGuard(&engine.active);
+            let report = drive(&engine, t, epoch, lease_until).await;
+            debug!(gid = %report.trans.gid, end = ?report.end, status = %report.trans.status, "pass ended");
+            report
+        })
+    }
+
+    /// Looks at every shard once and starts a pass for every transaction
+    /// it claims.
+    pub async fn tick_once(self: &Arc<Self>) -> TickOutcome {
+        let capacity = self.settings.max_active.saturating_sub(self.active());
+        if capacity == 0 {
+            return TickOutcome {
+                claimed: 0,
+                more: true,
+            };
+        }
+        let batch = self.settings.claim_batch.min(capacity);
+        let now = self.now_ms();
+        let lease_until = now + self.lease_ms;
+        self.earliest.store(u64::MAX, Ordering::Relaxed);
+        let shards = self.store.keys().shards();
+        let claims = join_all((0..shards).map(|shard| {
+            self.store
+                .claim_due(shard, now, lease_until, &self.owner, batch)
+        }))
+        .await;
+        let mut outcome = TickOutcome {
+            claimed: 0,
+            more: false,
+        };
+        for (shard, claim) in claims.into_iter().enumerate() {
+            match claim {
+                Ok(claim) => {
+                    outcome.claimed += claim.leased.len();
+                    outcome.more |= claim.leased.len() >= batch;
+                    for leased in claim.leased {
+                        debug!(gid = %leased.trans.gid, epoch = leased.epoch, "claimed");
+                        self.spawn_drive(leased.trans, leased.epoch, lease_until);
+                    }
+                    if let Some(next) = claim.next_due {
+                        self.earliest.fetch_min(next, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => warn!(shard, error = %e, "claiming due transactions failed"),
+            }
+        }
+        outcome
+    }
+
+    /// The claim loop; returns once [`Engine::drain`] has begun.
+    pub async fn run_claim_loop(self: Arc<Self>) {
+        let recheck = self.settings.recheck_ms;
+        while !self.stop_claiming.is_cancelled() {
+            let outcome = self.tick_once().await;
+            if outcome.more {
+                if self.active() >= self.settings.max_active {
+                    // full: wait a little for passes to end
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                        _ = self.stop_claiming.cancelled() => break,
+                    }
+                }
+                continue;
+            }
+            let now = self.now_ms();
+            let earliest = self.earliest.load(Ordering::Relaxed);
+            let wait = earliest.saturating_sub(now).min(recheck);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                _ = self.wake.notified() => {}
+                _ = self.stop_claiming.cancelled() => break,
+            }
+        }
+    }
+
+    /// Graceful stop: claim nothing more, let passes in flight finish for up
+    /// to `drain_timeout_ms`, then make the rest hand their leases back (due
+    /// now) so another replica resumes them at once.
+    pub async fn drain(&self) {
+        self.stop_claiming.cancel();
+        self.tracker.close();
+        let deadline = Duration::from_millis(self.settings.drain_timeout_ms);
+        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
+            info!(active = self.active(), "drain deadline reached; handing leases back");
+            self.hard_stop.cancel();
+            if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
+                .await
+                .is_err()
+            {
+                warn!(active = self.active(), "some passes did not hand their leases back; they run out by themselves");
+            }
+        }
+    }
+}

@@ -1,0 +1,671 @@
+//! All of Redis: the only code that knows key names and scripts. One
+//! wrapper per Lua file (same name), every reply decoded into a typed
+//! outcome.
+//!
+//! Commands go over one shared multiplexed connection
+//! (`ConnectionManager`), which pipelines concurrent calls and reconnects
+//! by itself after Redis restarts or the connection drops.
+
+pub mod codec;
+pub mod keys;
+pub mod scripts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
+
+use crate::config::{redact_url, RedisSettings};
+use crate::domain::{BranchStatus, GlobalStatus, Trans, TransKind};
+use futures_util::future::join_all;
+
+use codec::{decode_trans, int, split_reply, text, DecodeError, ScriptCode};
+pub use keys::{Keys, TransKeys};
+use scripts::Scripts;
+
+/// Why a store call did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis cannot be reached (down, restarting, loading, timing out).
+    #[error("redis is unavailable: {0}")]
+    Unavailable(String),
+    /// The status is not the expected one: someone else advanced it.
+    #[error("status is '{actual}', expected '{expected}'")]
+    Conflict {
+        /// What the caller expected.
+        expected: String,
+        /// What Redis holds.
+        actual: String,
+    },
+    /// The lease was taken over by another epoch.
+    #[error("lease lost: the epoch is now {0}")]
+    StaleEpoch(u64),
+    /// No such transaction.
+    #[error("no such transaction")]
+    NotFound,
+    /// A branch row is missing or not in its expected status.
+    #[error("branch row {0} is missing or not in its expected status")]
+    BranchConflict(String),
+    /// A reply of the wrong shape.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// Any other Redis error.
+    #[error("redis error: {0}")]
+    Redis(String),
+}
+
+impl From<RedisError> for StoreError {
+    fn from(e: RedisError) -> Self {
+        let down = e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped()
+            || matches!(
+                e.kind(),
+                ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::MasterDown
+                )
+            );
+        if down {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Redis(e.to_string())
+        }
+    }
+}
+
+/// Why dtx cannot start on this Redis; each message names the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Redis did not answer.
+    #[error("cannot reach Redis at {url}: {error}. Start Redis there, set DTX_REDIS_URL, or run with --dev")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        error: String,
+    },
+    /// Redis may evict keys.
+    #[error("Redis at {url} runs with maxmemory-policy {policy}, which can evict transactions. Set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf)")]
+    Eviction {
+        /// The URL, password redacted.
+        url: String,
+        /// The policy found.
+        policy: String,
+    },
+    /// A script did not load.
+    #[error("Redis refused script lua/{name}.lua: {error}. Use Redis 6.2 or newer with scripting enabled")]
+    Script {
+        /// Script name.
+        name: &'static str,
+        /// Why.
+        error: String,
+    },
+    /// The shard count differs from the deployment's.
+    #[error("this deployment (key prefix {prefix:?}) was created with {stored} shards but redis.shards is {configured}. Set DTX_REDIS_SHARDS={stored}; changing it is a data migration")]
+    Shards {
+        /// Key prefix.
+        prefix: String,
+        /// Recorded count.
+        stored: u32,
+        /// Configured count.
+        configured: u32,
+    },
+}
+
+/// How a record leaves the transaction's schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// Keep (or renew) the lease until this time, ms.
+    Hold(u64),
+    /// Give the lease up; due again at this time, ms.
+    Release(u64),
+    /// Give the lease up; not due until a client acts.
+    Park,
+    /// Finished: leave the due set and expire after the retention.
+    Finish,
+}
+
+/// One write of a leased transaction's progress (`lua/record.lua`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The new status, if it changes.
+    pub status: Option<GlobalStatus>,
+    /// Trans hash fields to set.
+    pub fields: Vec<(&'static str, String)>,
+    /// Branch rows to move: field, expected status, new status.
+    pub branches: Vec<(String, BranchStatus, BranchStatus)>,
+    /// What happens to the schedule.
+    pub schedule: Schedule,
+}
+
+/// What `create_trans` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// Stored.
+    New,
+    /// The gid is taken by a transaction in this status, of this kind.
+    Exists(GlobalStatus, TransKind),
+}
+
+/// A transaction leased to this replica, with the epoch to write with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leased {
+    /// The transaction as stored.
+    pub trans: Trans,
+    /// The lease epoch.
+    pub epoch: u64,
+}
+
+/// What one `claim_due` call found in a shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claim {
+    /// Transactions now leased to the caller.
+    pub leased: Vec<Leased>,
+    /// The earliest due time left in the shard (ms), if any.
+    pub next_due: Option<u64>,
+}
+
+/// Filters of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<GlobalStatus>,
+    /// Only this kind.
+    pub kind: Option<TransKind>,
+    /// Created at or after, ms.
+    pub created_from_ms: Option<u64>,
+    /// Created at or before, ms.
+    pub created_to_ms: Option<u64>,
+}
+
+/// Position in a listing: everything strictly older than (score, gid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// Creation time, ms.
+    pub created_ms: u64,
+    /// Gid (ties are ordered by gid, descending).
+    pub gid: String,
+}
+
+impl Cursor {
+    /// `<created_ms>-<gid>`
+    pub fn encode(&self) -> String {
+        format!("{}-{}", self.created_ms, self.gid)
+    }
+
+    /// Parses [`Cursor::encode`]'s format.
+    pub fn decode(s: &str) -> Option<Self> {
+        let (ms, gid) = s.split_once('-')?;
+        Some(Self {
+            created_ms: ms.parse().ok()?,
+            gid: gid.to_owned(),
+        })
+    }
+}
+
+/// The Redis store of one deployment.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    keys: Keys,
+    scripts: Arc<Scripts>,
+    finished_ttl_ms: u64,
+}
+
+impl Store {
+    /// Connects, checks that Redis cannot evict, loads every script and
+    /// checks the shard count; every failure is a [`StartError`].
+    pub async fn connect(settings: &RedisSettings, finished_ttl_s: u64) -> Result<Self, StartError> {
+        let url = redact_url(&settings.url);
+        let connect_err = |e: RedisError| StartError::Connect {
+            url: url.clone(),
+            error: e.to_string(),
+        };
+        let client = redis::Client::open(settings.url.as_str()).map_err(connect_err)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
+            .set_response_timeout(Some(Duration::from_millis(settings.response_timeout_ms)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let mut conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(connect_err)?;
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .map_err(connect_err)?;
+        let policy = info
+            .lines()
+            .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+            .unwrap_or("noeviction")
+            .trim()
+            .to_owned();
+        if policy != "noeviction" {
+            return Err(StartError::Eviction { url, policy });
+        }
+        let scripts = Scripts::new();
+        for (name, script) in scripts.all() {
+            script
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await
+                .map_err(|e| StartError::Script {
+                    name,
+                    error: e.to_string(),
+                })?;
+        }
+        let keys = Keys::new(&settings.key_prefix, settings.shards);
+        let meta = keys.meta();
+        let (_, stored): (i64, u32) = redis::pipe()
+            .cmd("HSETNX")
+            .arg(&meta)
+            .arg("shards")
+            .arg(settings.shards)
+            .cmd("HGET")
+            .arg(&meta)
+            .arg("shards")
+            .query_async(&mut conn)
+            .await
+            .map_err(connect_err)?;
+        if stored != settings.shards {
+            return Err(StartError::Shards {
+                prefix: settings.key_prefix.clone(),
+                stored,
+                configured: settings.shards,
+            });
+        }
+        Ok(Self {
+            conn,
+            keys,
+            scripts: Arc::new(scripts),
+            finished_ttl_ms: finished_ttl_s * 1000,
+        })
+    }
+
+    /// The key layout.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// `lua/create_trans.lua`: stores `t` (its status, epoch and owner as
+    /// given), indexes it, and schedules it at `due_ms` when given.
+    pub async fn create_trans(
+        &self,
+        t: &Trans,
+        epoch: u64,
+        due_ms: Option<u64>,
+    ) -> Result<Created, StoreError> {
+        let k = self.keys.trans(&t.gid);
+        let fields = codec::trans_fields(t, epoch);
+        let mut inv = self.scripts.create_trans.prepare_invoke();
+        inv.key(&k.trans) // KEYS[1]
+            .key(&k.branches) // KEYS[2]
+            .key(&k.due) // KEYS[3]
+            .key(&k.created); // KEYS[4]
+        inv.arg(&t.gid)
+            .arg(t.create_ms)
+            .arg(due_ms.map(|d| d.to_string()).unwrap_or_default())
+            .arg(fields.len());
+        for (f, v) in &fields {
+            inv.arg(*f).arg(v);
+        }
+        for b in &t.branches {
+            inv.arg(b.field()).arg(codec::branch_row(b));
+        }
+        let mut conn = self.conn.clone();
+        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let (code, rest) = split_reply(&reply)?;
+        match code {
+            ScriptCode::Ok => Ok(Created::New),
+            ScriptCode::Exists => {
+                let status = rest.first().map(text).transpose()?.unwrap_or_default();
+                let kind = rest.get(1).map(text).transpose()?.unwrap_or_default();
+                Ok(Created::Exists(
+                    GlobalStatus::parse(&status)
+                        .ok_or_else(|| DecodeError(format!("status {status:?}")))?,
+                    TransKind::parse(&kind).ok_or_else(|| DecodeError(format!("kind {kind:?}")))?,
+                ))
+            }
+            other => Err(unexpected("create_trans", other)),
+        }
+    }
+
+    /// Looks at the head of `shard`'s due set and, through
+    /// `lua/claim_due.lua`, leases up to `limit` transactions due at
+    /// `now_ms` to `owner` until `lease_until_ms`.
+    pub async fn claim_due(
+        &self,
+        shard: u32,
+        now_ms: u64,
+        lease_until_ms: u64,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Claim, StoreError> {
+        let due_key = self.keys.due(shard);
+        let mut conn = self.conn.clone();
+        let head: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&due_key)
+            .arg(0)
+            .arg(limit.max(1) as i64 - 1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let candidates: Vec<&str> = head
+            .iter()
+            .filter(|(_, score)| *score as u64 <= now_ms)
+            .map(|(gid, _)| gid.as_str())
+            .collect();
+        if candidates.is_empty() {
+            return Ok(Claim {
+                leased: Vec::new(),
+                next_due: head.first().map(|(_, s)| *s as u64),
+            });
+        }
+        let mut inv = self.scripts.claim_due.prepare_invoke();
+        inv.key(&due_key); // KEYS[1]
+        for gid in &candidates {
+            let k = self.keys.trans(gid);
+            inv.key(k.trans).key(k.branches); // KEYS[2i], KEYS[2i+1]
+        }
+        inv.arg(now_ms).arg(lease_until_ms).arg(owner);
+        for gid in &candidates {
+            inv.arg(*gid);
+        }
+        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let (code, rest) = split_reply(&reply)?;
+        if code != ScriptCode::Ok {
+            return Err(unexpected("claim_due", code));
+        }
+        let next = rest.first().map(int).transpose()?.unwrap_or(-1);
+        let mut leased = Vec::new();
+        for chunk in rest[1..].chunks(4) {
+            let [gid, epoch, trans, branches] = chunk else {
+                return Err(DecodeError("claim_due: truncated reply".into()).into());
+            };
+            let gid = text(gid)?;
+            let epoch = int(epoch)? as u64;
+            let (trans, _) = decode_trans(&gid, trans, branches)?;
+            leased.push(Leased { trans, epoch });
+        }
+        Ok(Claim {
+            leased,
+            next_due: (next >= 0).then_some(next as u64),
+        })
+    }
+
+    /// `lua/record.lua`: writes `rec` for `gid`, held at `epoch` in
+    /// `expected` status.
+    pub async fn record(
+        &self,
+        gid: &str,
+        epoch: u64,
+        expected: GlobalStatus,
+        now_ms: u64,
+        owner: &str,
+        rec: &Record,
+    ) -> Result<(), StoreError> {
+        let k = self.keys.trans(gid);
+        let (mode, when) = match rec.schedule {
+            Schedule::Hold(until) => ("hold", until),
+            Schedule::Release(at) => ("release", at),
+            Schedule::Park => ("park", 0),
+            Schedule::Finish => ("finish", self.finished_ttl_ms),
+        };
+        let mut inv = self.scripts.record.prepare_invoke();
+        inv.key(&k.trans) // KEYS[1]
+            .key(&k.branches) // KEYS[2]
+            .key(&k.due); // KEYS[3]
+        inv.arg(gid)
+            .arg(epoch)
+            .arg(expected.as_str())
+            .arg(rec.status.map(GlobalStatus::as_str).unwrap_or(""))
+            .arg(now_ms)
+            .arg(mode)
+            .arg(when)
+            .arg(owner)
+            .arg(rec.fields.len());
+        for (f, v) in &rec.fields {
+            inv.arg(*f).arg(v);
+        }
+        for (field, from, to) in &rec.branches {
+            inv.arg(field).arg(from.as_str()).arg(to.as_str());
+        }
+        let mut conn = self.conn.clone();
+        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let (code, rest) = split_reply(&reply)?;
+        match code {
+            ScriptCode::Ok => Ok(()),
+            ScriptCode::NotFound => Err(StoreError::NotFound),
+            ScriptCode::StaleEpoch => Err(StoreError::StaleEpoch(
+                rest.first().map(int).transpose()?.unwrap_or(0) as u64,
+            )),
+            ScriptCode::Conflict => Err(StoreError::Conflict {
+                expected: expected.as_str().to_owned(),
+                actual: rest.first().map(text).transpose()?.unwrap_or_default(),
+            }),
+            ScriptCode::BranchConflict => Err(StoreError::BranchConflict(
+                rest.first().map(text).transpose()?.unwrap_or_default(),
+            )),
+            other => Err(unexpected("record", other)),
+        }
+    }
+
+    /// `lua/transition.lua`: moves `gid` from `expected` to `to` for an API
+    /// call, taking the lease over (the epoch always moves on). With
+    /// `hold_until_ms` the caller holds the lease and drives the
+    /// transaction; without, it is finished. Returns the transaction after
+    /// the change, leased at the new epoch.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transition(
+        &self,
+        gid: &str,
+        expected: GlobalStatus,
+        to: GlobalStatus,
+        now_ms: u64,
+        hold_until_ms: Option<u64>,
+        owner: &str,
+        fields: &[(&'static str, String)],
+    ) -> Result<Leased, StoreError> {
+        let k = self.keys.trans(gid);
+        let (mode, when) = match hold_until_ms {
+            Some(until) => ("hold", until),
+            None => ("finish", self.finished_ttl_ms),
+        };
+        let mut inv = self.scripts.transition.prepare_invoke();
+        inv.key(&k.trans) // KEYS[1]
+            .key(&k.branches) // KEYS[2]
+            .key(&k.due); // KEYS[3]
+        inv.arg(gid)
+            .arg(expected.as_str())
+            .arg(to.as_str())
+            .arg(now_ms)
+            .arg(mode)
+            .arg(when)
+            .arg(owner)
+            .arg(fields.len());
+        for (f, v) in fields {
+            inv.arg(*f).arg(v);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let (code, rest) = split_reply(&reply)?;
+        match code {
+            ScriptCode::Ok => {
+                let [epoch, trans, branches] = rest else {
+                    return Err(DecodeError("transition: truncated reply".into()).into());
+                };
+                let (trans, _) = decode_trans(gid, trans, branches)?;
+                Ok(Leased {
+                    trans,
+                    epoch: int(epoch)? as u64,
+                })
+            }
+            ScriptCode::NotFound => Err(StoreError::NotFound),
+            ScriptCode::Conflict => Err(StoreError::Conflict {
+                expected: expected.as_str().to_owned(),
+                actual: rest.first().map(text).transpose()?.unwrap_or_default(),
+            }),
+            other => Err(unexpected("transition", other)),
+        }
+    }
+
+    /// Reads one transaction (not a script: two reads in one pipeline).
+    pub async fn load(&self, gid: &str) -> Result<Option<Trans>, StoreError> {
+        let k = self.keys.trans(gid);
+        let mut conn = self.conn.clone();
+        let (trans, branches): (Value, Value) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(&k.trans)
+            .cmd("HGETALL")
+            .arg(&k.branches)
+            .query_async(&mut conn)
+            .await?;
+        let empty = match &trans {
+            Value::Array(a) => a.is_empty(),
+            Value::Map(m) => m.is_empty(),
+            Value::Nil => true,
+            _ => false,
+        };
+        if empty {
+            return Ok(None);
+        }
+        Ok(Some(decode_trans(gid, &trans, &branches)?.0))
+    }
+
+    /// One page of transactions, newest first, from the creation-time
+    /// indexes of every shard (never `SCAN`). Returns the page and the
+    /// cursor of the next one (`None` at the end). A page may hold fewer
+    /// than `limit` transactions when filters skip many; the cursor then
+    /// still moves on.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<(Vec<Trans>, Option<Cursor>), StoreError> {
+        let limit = limit.clamp(1, 1000);
+        // how many index entries one call may look at when filters skip most
+        let mut budget = limit * 10 + 100;
+        let mut boundary = after;
+        let mut page = Vec::new();
+        loop {
+            let candidates = self.list_candidates(filter, boundary.as_ref(), limit).await?;
+            if candidates.is_empty() {
+                return Ok((page, None));
+            }
+            let loaded = join_all(candidates.iter().map(|(gid, _)| self.load(gid))).await;
+            for ((gid, score), trans) in candidates.into_iter().zip(loaded) {
+                boundary = Some(Cursor {
+                    created_ms: score,
+                    gid,
+                });
+                budget = budget.saturating_sub(1);
+                // an entry whose transaction expired is skipped
+                if let Some(t) = trans? {
+                    if filter.status.is_none_or(|s| s == t.status)
+                        && filter.kind.is_none_or(|k| k == t.kind)
+                    {
+                        page.push(t);
+                        if page.len() == limit {
+                            return Ok((page, boundary));
+                        }
+                    }
+                }
+            }
+            if budget == 0 {
+                return Ok((page, boundary));
+            }
+        }
+    }
+
+    /// The next `limit` index entries strictly older than `boundary`,
+    /// merged across shards, newest first.
+    async fn list_candidates(
+        &self,
+        filter: &ListFilter,
+        boundary: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let min = filter
+            .created_from_ms
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "-inf".into());
+        let upper = filter.created_to_ms;
+        let reads = (0..self.keys.shards()).map(|shard| {
+            let key = self.keys.created(shard);
+            let min = min.clone();
+            let mut conn = self.conn.clone();
+            async move {
+                let mut out: Vec<(String, u64)> = Vec::new();
+                // entries at the boundary's own millisecond with a smaller gid
+                let max = match boundary {
+                    Some(b) => {
+                        let same: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+                            .arg(&key)
+                            .arg(b.created_ms)
+                            .arg(b.created_ms)
+                            .arg("WITHSCORES")
+                            .query_async(&mut conn)
+                            .await?;
+                        out.extend(
+                            same.into_iter()
+                                .filter(|(g, _)| *g < b.gid)
+                                .map(|(g, s)| (g, s as u64)),
+                        );
+                        let below = match upper {
+                            Some(u) if u < b.created_ms => u.to_string(),
+                            _ => format!("({}", b.created_ms),
+                        };
+                        below
+                    }
+                    None => upper.map(|u| u.to_string()).unwrap_or_else(|| "+inf".into()),
+                };
+                let older: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
+                    .arg(&key)
+                    .arg(&max)
+                    .arg(&min)
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut conn)
+                    .await?;
+                out.extend(older.into_iter().map(|(g, s)| (g, s as u64)));
+                Ok::<_, StoreError>(out)
+            }
+        });
+        let mut all = Vec::new();
+        for r in join_all(reads).await {
+            all.extend(r?);
+        }
+        if let Some(from) = filter.created_from_ms {
+            all.retain(|(_, s)| *s >= from);
+        }
+        if let Some(to) = upper {
+            all.retain(|(_, s)| *s <= to);
+        }
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+        all.truncate(limit);
+        Ok(all)
+    }
+}
+
+fn unexpected(script: &str, code: ScriptCode) -> StoreError {
+    StoreError::Decode(DecodeError(format!(
+        "{script} replied {} which it never should",
+        code.name()
+    )))
+}

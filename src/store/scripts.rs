@@ -1,0 +1,52 @@
+//! The Lua scripts, compiled in and loaded once at start.
+
+use redis::Script;
+
+/// `(name, source)` of every script, in `lua/`.
+pub const SOURCES: [(&str, &str); 4] = [
+    ("create_trans", include_str!("../../lua/create_trans.lua")),
+    ("claim_due", include_str!("../../lua/claim_due.lua")),
+    ("record", include_str!("../../lua/record.lua")),
+    ("transition", include_str!("../../lua/transition.lua")),
+];
+
+/// Every script, ready to call by SHA (`redis::Script` sends EVALSHA and
+/// reloads the script if Redis lost it).
+pub struct Scripts {
+    /// `lua/create_trans.lua`
+    pub create_trans: Script,
+    /// `lua/claim_due.lua`
+    pub claim_due: Script,
+    /// `lua/record.lua`
+    pub record: Script,
+    /// `lua/transition.lua`
+    pub transition: Script,
+}
+
+impl Scripts {
+    /// Builds every script from its source.
+    pub fn new() -> Self {
+        Self {
+            create_trans: Script::new(SOURCES[0].1),
+            claim_due: Script::new(SOURCES[1].1),
+            record: Script::new(SOURCES[2].1),
+            transition: Script::new(SOURCES[3].1),
+        }
+    }
+
+    /// `(name, script)` of every script, for loading at start.
+    pub fn all(&self) -> [(&'static str, &Script); 4] {
+        [
+            (SOURCES[0].0, &self.create_trans),
+            (SOURCES[1].0, &self.claim_due),
+            (SOURCES[2].0, &self.record),
+            (SOURCES[3].0, &self.transition),
+        ]
+    }
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
