@@ -49,7 +49,10 @@ impl Application {
     }
 
     /// [`Application::build`] with a given clock (tests shift it).
-    pub async fn build_with_clock(settings: &Settings, clock: Arc<Clock>) -> Result<Self, AppError> {
+    pub async fn build_with_clock(
+        settings: &Settings,
+        clock: Arc<Clock>,
+    ) -> Result<Self, AppError> {
         let store = Store::connect(&settings.redis, settings.store.finished_ttl_s).await?;
         let caller = Caller::new(&settings.branch, settings.trans.request_timeout_ms)
             .map_err(|e| AppError::Client(e.to_string()))?;

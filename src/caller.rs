@@ -159,7 +159,10 @@ pub fn classify(url: &str, status: u16, body: &str) -> Outcome {
     } else if (200..300).contains(&status) {
         Outcome::Succeeded
     } else {
-        Outcome::Unknown(format!("url:{url} status {status}: {}", truncate(body.trim())))
+        Outcome::Unknown(format!(
+            "url:{url} status {status}: {}",
+            truncate(body.trim())
+        ))
     }
 }
 
@@ -181,18 +184,27 @@ mod tests {
     #[test]
     fn classification_follows_the_contract_order() {
         let u = "http://x";
-        assert_eq!(classify(u, 200, "{\"dtm_result\":\"SUCCESS\"}"), Outcome::Succeeded);
+        assert_eq!(
+            classify(u, 200, "{\"dtm_result\":\"SUCCESS\"}"),
+            Outcome::Succeeded
+        );
         assert_eq!(classify(u, 204, ""), Outcome::Succeeded);
         assert_eq!(classify(u, 425, ""), Outcome::Ongoing);
         // ONGOING is checked before FAILURE, and bodies count whatever the status
         assert_eq!(classify(u, 409, "ONGOING"), Outcome::Ongoing);
-        assert_eq!(classify(u, 200, "{\"dtm_result\":\"ONGOING\"}"), Outcome::Ongoing);
+        assert_eq!(
+            classify(u, 200, "{\"dtm_result\":\"ONGOING\"}"),
+            Outcome::Ongoing
+        );
         assert!(matches!(classify(u, 409, ""), Outcome::Failed(_)));
         assert!(matches!(
             classify(u, 200, "{\"dtm_result\":\"FAILURE\"}"),
             Outcome::Failed(_)
         ));
-        assert!(matches!(classify(u, 500, "FAILURE here"), Outcome::Failed(_)));
+        assert!(matches!(
+            classify(u, 500, "FAILURE here"),
+            Outcome::Failed(_)
+        ));
         assert!(matches!(classify(u, 500, "oops"), Outcome::Unknown(_)));
         assert!(matches!(classify(u, 404, ""), Outcome::Unknown(_)));
         match classify(u, 409, "no money") {

@@ -186,12 +186,13 @@ impl Settings {
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = DEFAULT_TOML.parse().map_err(|e: toml::de::Error| {
-            ConfigError::Parse {
-                path: "config/default.toml".into(),
-                message: e.to_string(),
-            }
-        })?;
+        let mut table: toml::Table =
+            DEFAULT_TOML
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: "config/default.toml".into(),
+                    message: e.to_string(),
+                })?;
         if let Some(path) = file {
             let display = path.display().to_string();
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -199,10 +200,11 @@ impl Settings {
                 source,
             })?;
             let overlay: toml::Table =
-                text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-                    path: display,
-                    message: e.to_string(),
-                })?;
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse {
+                        path: display,
+                        message: e.to_string(),
+                    })?;
             merge(&mut table, overlay, "")?;
         }
         apply_env(&mut table, &env)?;
@@ -233,9 +235,7 @@ impl Settings {
         if self.redis.shards == 0 || self.redis.shards > 16384 {
             return bad("redis.shards must be between 1 and 16384");
         }
-        if self.redis.key_prefix.is_empty()
-            || self.redis.key_prefix.contains(['{', '}'])
-        {
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
             return bad("redis.key_prefix must be non-empty and must not contain '{' or '}'");
         }
         if self.scheduler.lease_ms < 500 {

@@ -218,7 +218,11 @@ impl Pass<'_> {
 
     /// Records a change of global status (with every pending row) before
     /// anything acts on it.
-    async fn change_status(&mut self, event: Event, reason: Option<String>) -> Result<(), DriveEnd> {
+    async fn change_status(
+        &mut self,
+        event: Event,
+        reason: Option<String>,
+    ) -> Result<(), DriveEnd> {
         let Ok(to) = next(self.t.kind, self.t.status, event) else {
             return Err(DriveEnd::Idle);
         };
@@ -260,7 +264,11 @@ impl Pass<'_> {
         let policy = &self.engine.policy.retry;
         let interval = self.t.opts.retry_interval;
         let delay = if backoff {
-            self.t.attempt = if self.progressed { 1 } else { self.t.attempt + 1 };
+            self.t.attempt = if self.progressed {
+                1
+            } else {
+                self.t.attempt + 1
+            };
             policy.delay_ms(interval, self.t.attempt, fastrand::f64())
         } else {
             self.t.attempt = 0;
@@ -285,7 +293,16 @@ impl Pass<'_> {
         fields: Vec<(&'static str, String)>,
         schedule: Schedule,
     ) -> Result<(), DriveEnd> {
-        write(self.engine, &self.t, self.epoch, &mut self.pending, status, fields, schedule).await?;
+        write(
+            self.engine,
+            &self.t,
+            self.epoch,
+            &mut self.pending,
+            status,
+            fields,
+            schedule,
+        )
+        .await?;
         if let Schedule::Hold(until) = schedule {
             self.lease_until = until;
         }

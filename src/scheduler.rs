@@ -218,14 +218,23 @@ impl Engine {
         self.stop_claiming.cancel();
         self.tracker.close();
         let deadline = Duration::from_millis(self.settings.drain_timeout_ms);
-        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
-            info!(active = self.active(), "drain deadline reached; handing leases back");
+        if tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            info!(
+                active = self.active(),
+                "drain deadline reached; handing leases back"
+            );
             self.hard_stop.cancel();
             if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
                 .await
                 .is_err()
             {
-                warn!(active = self.active(), "some passes did not hand their leases back; they run out by themselves");
+                warn!(
+                    active = self.active(),
+                    "some passes did not hand their leases back; they run out by themselves"
+                );
             }
         }
     }

@@ -79,7 +79,9 @@ pub fn validate_url(url: &str) -> Result<(), ValidationError> {
     if url.starts_with("http://") || url.starts_with("https://") {
         return match url::Url::parse(url) {
             Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
-            _ => Err(invalid(format!("branch url {url:?} is not a valid http url"))),
+            _ => Err(invalid(format!(
+                "branch url {url:?} is not a valid http url"
+            ))),
         };
     }
     if is_grpc_shaped(url) {
@@ -98,9 +100,7 @@ pub fn is_grpc_shaped(url: &str) -> bool {
     let mut parts = url.splitn(2, '/');
     let target = parts.next().unwrap_or_default();
     let method = parts.next().unwrap_or_default();
-    !target.is_empty()
-        && method.split('/').count() >= 2
-        && method.split('/').all(|s| !s.is_empty())
+    !target.is_empty() && method.split('/').count() >= 2 && method.split('/').all(|s| !s.is_empty())
 }
 
 /// Parses a saga's `custom_data`; `steps` bounds the indices in `orders`.
@@ -119,9 +119,11 @@ pub(crate) fn parse_saga_custom(raw: &str, steps: usize) -> Result<SagaCustom, V
         .map_err(|e| invalid(format!("custom_data is not valid saga options: {e}")))?;
     let mut orders = BTreeMap::new();
     for (key, deps) in parsed.orders.unwrap_or_default() {
-        let step: usize = key
-            .parse()
-            .map_err(|_| invalid(format!("custom_data.orders key {key:?} is not a step index")))?;
+        let step: usize = key.parse().map_err(|_| {
+            invalid(format!(
+                "custom_data.orders key {key:?} is not a step index"
+            ))
+        })?;
         if step >= steps || deps.iter().any(|d| *d >= steps) {
             return Err(invalid(format!(
                 "custom_data.orders refers to a step beyond the {steps} steps"
@@ -191,7 +193,9 @@ pub fn build_new(
             || name.chars().any(|c| c.is_control() || c == ':' || c == ' ')
             || value.chars().any(char::is_control)
         {
-            return Err(invalid(format!("branch header {name:?} is not a valid header")));
+            return Err(invalid(format!(
+                "branch header {name:?} is not a valid header"
+            )));
         }
     }
     let branches = match input.kind {
@@ -255,8 +259,22 @@ fn saga_branches(input: &NewTransInput, now_ms: u64) -> Result<Vec<Branch>, Vali
         validate_url(&step.action)?;
         validate_url(&step.compensate)?;
         let id = format!("{:02}", i + 1);
-        rows.push(row(id.clone(), Op::Compensate, &step.compensate, payload, 2 * i, now_ms));
-        rows.push(row(id, Op::Action, &step.action, payload, 2 * i + 1, now_ms));
+        rows.push(row(
+            id.clone(),
+            Op::Compensate,
+            &step.compensate,
+            payload,
+            2 * i,
+            now_ms,
+        ));
+        rows.push(row(
+            id,
+            Op::Action,
+            &step.action,
+            payload,
+            2 * i + 1,
+            now_ms,
+        ));
     }
     Ok(rows)
 }
@@ -269,7 +287,14 @@ fn msg_branches(input: &NewTransInput, now_ms: u64) -> Result<Vec<Branch>, Valid
             return Err(invalid(format!("topic not found: {topic}")));
         }
         validate_url(&step.action)?;
-        rows.push(row(format!("{:02}", i + 1), Op::Action, &step.action, payload, i, now_ms));
+        rows.push(row(
+            format!("{:02}", i + 1),
+            Op::Action,
+            &step.action,
+            payload,
+            i,
+            now_ms,
+        ));
     }
     Ok(rows)
 }
@@ -298,9 +323,18 @@ mod tests {
 
     #[test]
     fn saga_rows_follow_dtm_storage_order() {
-        let t = build_new(input(TransKind::Saga, 2, 2), GlobalStatus::Submitted, 5, 128).unwrap();
-        let got: Vec<(String, Op, u32)> =
-            t.branches.iter().map(|b| (b.field(), b.op, b.seq)).collect();
+        let t = build_new(
+            input(TransKind::Saga, 2, 2),
+            GlobalStatus::Submitted,
+            5,
+            128,
+        )
+        .unwrap();
+        let got: Vec<(String, Op, u32)> = t
+            .branches
+            .iter()
+            .map(|b| (b.field(), b.op, b.seq))
+            .collect();
         assert_eq!(
             got,
             [
@@ -316,8 +350,13 @@ mod tests {
 
     #[test]
     fn payload_count_must_match_steps() {
-        let err = build_new(input(TransKind::Saga, 2, 1), GlobalStatus::Submitted, 5, 128)
-            .unwrap_err();
+        let err = build_new(
+            input(TransKind::Saga, 2, 1),
+            GlobalStatus::Submitted,
+            5,
+            128,
+        )
+        .unwrap_err();
         assert!(err.0.contains("1 payloads for 2 steps"), "{err}");
     }
 

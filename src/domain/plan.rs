@@ -130,7 +130,12 @@ fn saga_steps(t: &Trans) -> Vec<SagaStep> {
     }
     steps
         .into_iter()
-        .filter_map(|(_, a, c)| Some(SagaStep { action: a?, compensate: c? }))
+        .filter_map(|(_, a, c)| {
+            Some(SagaStep {
+                action: a?,
+                compensate: c?,
+            })
+        })
         .collect()
 }
 
@@ -383,7 +388,11 @@ mod tests {
         let mut t = saga(2, "");
         t.opts.timeout_to_fail = 5;
         step(&mut t, "http://s/a0", Outcome::Succeeded);
-        let i = t.branches.iter().position(|b| b.url == "http://s/a1").unwrap();
+        let i = t
+            .branches
+            .iter()
+            .position(|b| b.url == "http://s/a1")
+            .unwrap();
         assert_eq!(
             settle(&mut t, i, &Outcome::Unknown("timeout".into())),
             Settled::Later { backoff: true }
@@ -440,7 +449,11 @@ mod tests {
     fn compensation_failure_is_retried_not_final() {
         let mut t = saga(1, "");
         step(&mut t, "http://s/a0", Outcome::Failed("x".into()));
-        let i = t.branches.iter().position(|b| b.url == "http://s/c0").unwrap();
+        let i = t
+            .branches
+            .iter()
+            .position(|b| b.url == "http://s/c0")
+            .unwrap();
         assert_eq!(
             settle(&mut t, i, &Outcome::Failed("nope".into())),
             Settled::Later { backoff: true }

@@ -72,7 +72,7 @@ pub fn next(
 mod tests {
     use super::*;
 
-/// Every event, for tests.
+    /// Every event, for tests.
     const ALL_EVENTS: [Event; 10] = [
         Event::Submit,
         Event::Abort,

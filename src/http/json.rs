@@ -104,7 +104,14 @@ pub(super) fn trans_json(t: &Trans) -> Value {
         }
     };
     put("query_prepared", &t.query_prepared);
-    put("protocol", if t.protocol.is_empty() { "http" } else { &t.protocol });
+    put(
+        "protocol",
+        if t.protocol.is_empty() {
+            "http"
+        } else {
+            &t.protocol
+        },
+    );
     put("custom_data", &t.custom_data);
     put("rollback_reason", &t.reason);
     put("result", &t.result);
@@ -148,9 +155,12 @@ pub(super) fn trans_json(t: &Trans) -> Value {
     Value::Object(m)
 }
 
+/// `steps` and `payloads` as a client sent them.
+type StepsAndPayloads = (Vec<Map<String, Value>>, Vec<String>);
+
 /// saga and msg: the steps and payloads a client sent, rebuilt from the
 /// rows (nothing is stored twice).
-fn steps_of(t: &Trans) -> Option<(Vec<Map<String, Value>>, Vec<String>)> {
+fn steps_of(t: &Trans) -> Option<StepsAndPayloads> {
     use crate::domain::{Op, TransKind};
     if !matches!(t.kind, TransKind::Saga | TransKind::Msg) || t.branches.is_empty() {
         return None;

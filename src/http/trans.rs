@@ -158,7 +158,12 @@ async fn new_gid() -> Json<Value> {
 async fn prepare(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) -> ApiResult {
     let engine = &s.engine;
     let now = engine.now_ms();
-    let mut t = build_new(body.into_input()?, GlobalStatus::Prepared, now, s.max_gid_len)?;
+    let mut t = build_new(
+        body.into_input()?,
+        GlobalStatus::Prepared,
+        now,
+        s.max_gid_len,
+    )?;
     // a prepared msg, tcc or xa needs attention when it times out
     let due = match t.kind {
         TransKind::Msg | TransKind::Tcc | TransKind::Xa => {
@@ -190,7 +195,12 @@ async fn prepare(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>)
 async fn submit(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) -> ApiResult {
     let engine = &s.engine;
     let now = engine.now_ms();
-    let mut t = build_new(body.into_input()?, GlobalStatus::Submitted, now, s.max_gid_len)?;
+    let mut t = build_new(
+        body.into_input()?,
+        GlobalStatus::Submitted,
+        now,
+        s.max_gid_len,
+    )?;
     let wait = t.opts.wait_result;
     let lease_until = now + engine.lease_ms;
     t.owner = engine.owner.clone();
@@ -313,7 +323,15 @@ async fn abort(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) -
         let fields = [("rollback_ms", now.to_string())];
         return match engine
             .store
-            .transition(&t.gid, t.status, GlobalStatus::Failed, now, None, &engine.owner, &fields)
+            .transition(
+                &t.gid,
+                t.status,
+                GlobalStatus::Failed,
+                now,
+                None,
+                &engine.owner,
+                &fields,
+            )
             .await
         {
             Ok(_) => {
@@ -375,13 +393,15 @@ async fn query(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult 
     }))
 }
 
-fn parse_num<T: std::str::FromStr>(q: &std::collections::HashMap<String, String>, key: &str) -> Result<Option<T>, ApiError> {
+fn parse_num<T: std::str::FromStr>(
+    q: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> Result<Option<T>, ApiError> {
     match q.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
         None => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError::BadRequest(format!("{key} must be a non-negative integer, got {v:?}"))),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            ApiError::BadRequest(format!("{key} must be a non-negative integer, got {v:?}"))
+        }),
     }
 }
 
@@ -396,19 +416,23 @@ async fn all(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult {
     }
     let limit: usize = parse_num(&q, "limit")?.unwrap_or(100);
     if limit == 0 || limit > 1000 {
-        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
+        return Err(ApiError::BadRequest(
+            "limit must be between 1 and 1000".into(),
+        ));
     }
     let status = match q.get("status").filter(|v| !v.is_empty()) {
         None => None,
-        Some(v) => Some(GlobalStatus::parse(v).ok_or_else(|| {
-            ApiError::BadRequest(format!("unknown status {v:?}"))
-        })?),
+        Some(v) => Some(
+            GlobalStatus::parse(v)
+                .ok_or_else(|| ApiError::BadRequest(format!("unknown status {v:?}")))?,
+        ),
     };
     let kind = match q.get("transType").filter(|v| !v.is_empty()) {
         None => None,
-        Some(v) => Some(TransKind::parse(v).ok_or_else(|| {
-            ApiError::BadRequest(format!("unknown transType {v:?}"))
-        })?),
+        Some(v) => Some(
+            TransKind::parse(v)
+                .ok_or_else(|| ApiError::BadRequest(format!("unknown transType {v:?}")))?,
+        ),
     };
     let filter = ListFilter {
         status,
@@ -418,10 +442,9 @@ async fn all(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult {
     };
     let after = match q.get("position").filter(|v| !v.is_empty()) {
         None => None,
-        Some(p) => Some(
-            Cursor::decode(p)
-                .ok_or_else(|| ApiError::BadRequest(format!("position {p:?} is not a cursor from this API")))?,
-        ),
+        Some(p) => Some(Cursor::decode(p).ok_or_else(|| {
+            ApiError::BadRequest(format!("position {p:?} is not a cursor from this API"))
+        })?),
     };
     let (page, next) = store.list(&filter, after, limit).await?;
     Ok(Json(json!({

@@ -75,9 +75,9 @@ pub fn text(v: &Value) -> Result<String, DecodeError> {
 pub fn int(v: &Value) -> Result<i64, DecodeError> {
     match v {
         Value::Int(n) => Ok(*n),
-        Value::BulkString(_) | Value::SimpleString(_) => text(v)?
-            .parse()
-            .map_err(|_| bad("expected an integer")),
+        Value::BulkString(_) | Value::SimpleString(_) => {
+            text(v)?.parse().map_err(|_| bad("expected an integer"))
+        }
         other => Err(bad(format!("expected an integer, got {other:?}"))),
     }
 }
@@ -114,10 +114,7 @@ pub fn trans_fields(t: &Trans, epoch: u64) -> Vec<(&'static str, String)> {
     }
     if !t.opts.is_default() {
         // serialising a struct of plain fields and a string map cannot fail
-        f.push((
-            "opts",
-            serde_json::to_string(&t.opts).unwrap_or_default(),
-        ));
+        f.push(("opts", serde_json::to_string(&t.opts).unwrap_or_default()));
     }
     for (name, value) in [
         ("custom_data", &t.custom_data),
@@ -152,7 +149,11 @@ pub fn decode_branch(field: &str, value: &str) -> Result<Branch, DecodeError> {
         .ok_or_else(|| bad(format!("branch field {field:?}")))?;
     let op = Op::parse(op).ok_or_else(|| bad(format!("branch op in {field:?}")))?;
     let mut parts = value.splitn(5, '\t');
-    let mut next = || parts.next().ok_or_else(|| bad(format!("branch row {field:?}")));
+    let mut next = || {
+        parts
+            .next()
+            .ok_or_else(|| bad(format!("branch row {field:?}")))
+    };
     let status = next()?;
     let status =
         BranchStatus::parse(status).ok_or_else(|| bad(format!("branch status {status:?}")))?;
@@ -202,17 +203,15 @@ pub fn decode_trans(
     let num = |v: &str, what: &str| -> Result<u64, DecodeError> {
         v.parse().map_err(|_| bad(format!("{what} {v:?}")))
     };
-    for pair in pairs(trans)? {
-        let (field, value) = pair?;
+    for (field, value) in pairs(trans)? {
         match field.as_str() {
             "status" => {
-                t.status = GlobalStatus::parse(&value)
-                    .ok_or_else(|| bad(format!("status {value:?}")))?;
+                t.status =
+                    GlobalStatus::parse(&value).ok_or_else(|| bad(format!("status {value:?}")))?;
                 has_status = true;
             }
             "kind" => {
-                t.kind =
-                    TransKind::parse(&value).ok_or_else(|| bad(format!("kind {value:?}")))?;
+                t.kind = TransKind::parse(&value).ok_or_else(|| bad(format!("kind {value:?}")))?;
                 has_kind = true;
             }
             "epoch" => epoch = num(&value, "epoch")?,
@@ -237,34 +236,31 @@ pub fn decode_trans(
     if !has_kind || !has_status {
         return Err(bad(format!("transaction {gid:?} has no status or kind")));
     }
-    for pair in pairs(branches)? {
-        let (field, value) = pair?;
+    for (field, value) in pairs(branches)? {
         t.branches.push(decode_branch(&field, &value)?);
     }
     t.branches.sort_by_key(|b| b.seq);
     Ok((t, epoch))
 }
 
-/// Iterates the field/value pairs of an HGETALL reply (a flat array under
-/// RESP2, a map under RESP3).
-fn pairs(
-    v: &Value,
-) -> Result<Box<dyn Iterator<Item = Result<(String, String), DecodeError>> + '_>, DecodeError> {
+/// The field/value pairs of an HGETALL reply (a flat array under RESP2, a
+/// map under RESP3).
+fn pairs(v: &Value) -> Result<Vec<(String, String)>, DecodeError> {
     match v {
         Value::Array(items) => {
             if items.len() % 2 != 0 {
                 return Err(bad("odd hash reply"));
             }
-            Ok(Box::new(
-                items
-                    .chunks(2)
-                    .map(|c| Ok((text(&c[0])?, text(&c[1])?))),
-            ))
+            items
+                .chunks(2)
+                .map(|c| Ok((text(&c[0])?, text(&c[1])?)))
+                .collect()
         }
-        Value::Map(items) => Ok(Box::new(
-            items.iter().map(|(k, v)| Ok((text(k)?, text(v)?))),
-        )),
-        Value::Nil => Ok(Box::new(std::iter::empty())),
+        Value::Map(items) => items
+            .iter()
+            .map(|(k, v)| Ok((text(k)?, text(v)?)))
+            .collect(),
+        Value::Nil => Ok(Vec::new()),
         other => Err(bad(format!("expected a hash, got {other:?}"))),
     }
 }
@@ -300,7 +296,12 @@ mod tests {
             let (names, values) = line["local ".len()..].split_once(" = ").unwrap();
             for (n, v) in names.split(", ").zip(values.split(", ")) {
                 let c = ScriptCode::ALL.iter().find(|c| c.name() == n).unwrap();
-                assert_eq!(v.trim().parse::<i64>().unwrap(), *c as i64, "{n} in {}", script.0);
+                assert_eq!(
+                    v.trim().parse::<i64>().unwrap(),
+                    *c as i64,
+                    "{n} in {}",
+                    script.0
+                );
             }
         }
     }
@@ -332,8 +333,20 @@ mod tests {
     fn decodes_a_transaction() {
         let trans = Value::Array(
             [
-                "status", "aborting", "kind", "saga", "epoch", "3", "create_ms", "10",
-                "update_ms", "11", "reason", "r", "opts", "{\"retry_limit\":2}",
+                "status",
+                "aborting",
+                "kind",
+                "saga",
+                "epoch",
+                "3",
+                "create_ms",
+                "10",
+                "update_ms",
+                "11",
+                "reason",
+                "r",
+                "opts",
+                "{\"retry_limit\":2}",
             ]
             .iter()
             .map(|s| bulk(s))

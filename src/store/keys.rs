@@ -126,7 +126,10 @@ mod tests {
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
         // pinned: a change here moves existing data to other shards
-        assert_eq!(keys.trans("abc").trans, format!("dtx:{{s{}}}:t:abc", keys.shard_of("abc")));
+        assert_eq!(
+            keys.trans("abc").trans,
+            format!("dtx:{{s{}}}:t:abc", keys.shard_of("abc"))
+        );
         assert_eq!(Keys::new("p", 1000).shard_of("abc"), 931);
     }
 }

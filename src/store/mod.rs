@@ -220,7 +220,10 @@ pub struct Store {
 impl Store {
     /// Connects, checks that Redis cannot evict, loads every script and
     /// checks the shard count; every failure is a [`StartError`].
-    pub async fn connect(settings: &RedisSettings, finished_ttl_s: u64) -> Result<Self, StartError> {
+    pub async fn connect(
+        settings: &RedisSettings,
+        finished_ttl_s: u64,
+    ) -> Result<Self, StartError> {
         let url = redact_url(&settings.url);
         let connect_err = |e: RedisError| StartError::Connect {
             url: url.clone(),
@@ -562,7 +565,9 @@ impl Store {
         let mut boundary = after;
         let mut page = Vec::new();
         loop {
-            let candidates = self.list_candidates(filter, boundary.as_ref(), limit).await?;
+            let candidates = self
+                .list_candidates(filter, boundary.as_ref(), limit)
+                .await?;
             if candidates.is_empty() {
                 return Ok((page, None));
             }
@@ -631,7 +636,9 @@ impl Store {
                         };
                         below
                     }
-                    None => upper.map(|u| u.to_string()).unwrap_or_else(|| "+inf".into()),
+                    None => upper
+                        .map(|u| u.to_string())
+                        .unwrap_or_else(|| "+inf".into()),
                 };
                 let older: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
                     .arg(&key)

@@ -1,0 +1,515 @@
+//! Each Lua script against a real Redis: the happy path, a lost
+//! compare-and-set, a stale epoch, and nothing written when refused; plus
+//! the check that each script's header agrees with its body and wrapper.
+
+use std::collections::BTreeSet;
+
+use dtx::domain::{
+    build_new, BranchInput, BranchStatus, GlobalStatus, NewTransInput, TransKind, TransOptions,
+};
+use dtx::store::{Created, Record, Schedule, Store, StoreError};
+
+use crate::support::{prefix, test_settings, RedisServer};
+
+async fn store(redis: &RedisServer, prefix: &str) -> Store {
+    let s = test_settings(&redis.url(), prefix);
+    Store::connect(&s.redis, 60).await.unwrap()
+}
+
+fn saga(gid: &str, status: GlobalStatus, now: u64) -> dtx::domain::Trans {
+    build_new(
+        NewTransInput {
+            gid: gid.into(),
+            kind: TransKind::Saga,
+            steps: vec![
+                BranchInput {
+                    action: "http://x/a1".into(),
+                    compensate: "http://x/c1".into(),
+                },
+                BranchInput {
+                    action: "http://x/a2".into(),
+                    compensate: "http://x/c2".into(),
+                },
+            ],
+            payloads: vec!["{}".into(), "{}".into()],
+            custom_data: String::new(),
+            query_prepared: String::new(),
+            protocol: String::new(),
+            opts: TransOptions::default(),
+        },
+        status,
+        now,
+        128,
+    )
+    .unwrap()
+}
+
+/// Everything under `prefix`, as text, to compare before and after.
+fn snapshot(redis: &RedisServer, prefix: &str) -> Vec<String> {
+    let mut c = redis.conn();
+    let mut out = Vec::new();
+    for key in redis.keys(prefix) {
+        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut c).unwrap();
+        let content: Vec<String> = match kind.as_str() {
+            "hash" => {
+                let mut v: Vec<(String, String)> =
+                    redis::cmd("HGETALL").arg(&key).query(&mut c).unwrap();
+                v.sort();
+                v.into_iter().map(|(a, b)| format!("{a}={b}")).collect()
+            }
+            "zset" => redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query(&mut c)
+                .unwrap(),
+            _ => vec![],
+        };
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).unwrap();
+        out.push(format!("{key} {kind} ttl={} {content:?}", ttl > 0));
+    }
+    out
+}
+
+fn zscore(redis: &RedisServer, key: &str, member: &str) -> Option<f64> {
+    redis::cmd("ZSCORE")
+        .arg(key)
+        .arg(member)
+        .query(&mut redis.conn())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn create_trans_stores_indexes_and_refuses_a_taken_gid() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let st = store(&redis, &p).await;
+    let t = saga("g1", GlobalStatus::Submitted, 1_000);
+    assert_eq!(
+        st.create_trans(&t, 1, Some(5_000)).await.unwrap(),
+        Created::New
+    );
+    let k = st.keys().trans("g1");
+    assert_eq!(zscore(&redis, &k.due, "g1"), Some(5_000.0));
+    assert_eq!(zscore(&redis, &k.created, "g1"), Some(1_000.0));
+    let loaded = st.load("g1").await.unwrap().unwrap();
+    assert_eq!(loaded.branches, t.branches);
+    assert_eq!(loaded.status, GlobalStatus::Submitted);
+
+    let before = snapshot(&redis, &p);
+    let again = saga("g1", GlobalStatus::Prepared, 2_000);
+    assert_eq!(
+        st.create_trans(&again, 1, None).await.unwrap(),
+        Created::Exists(GlobalStatus::Submitted, TransKind::Saga)
+    );
+    assert_eq!(
+        snapshot(&redis, &p),
+        before,
+        "a refused create wrote something"
+    );
+}
+
+#[tokio::test]
+async fn record_writes_rows_and_finishes_with_a_ttl() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let st = store(&redis, &p).await;
+    let t = saga("g2", GlobalStatus::Submitted, 1_000);
+    st.create_trans(&t, 1, Some(3_000)).await.unwrap();
+    let rows = vec![
+        (
+            "01:action".to_owned(),
+            BranchStatus::Prepared,
+            BranchStatus::Succeed,
+        ),
+        (
+            "02:action".to_owned(),
+            BranchStatus::Prepared,
+            BranchStatus::Succeed,
+        ),
+    ];
+    st.record(
+        "g2",
+        1,
+        GlobalStatus::Submitted,
+        2_000,
+        "me",
+        &Record {
+            status: Some(GlobalStatus::Succeed),
+            fields: vec![("finish_ms", "2000".into())],
+            branches: rows,
+            schedule: Schedule::Finish,
+        },
+    )
+    .await
+    .unwrap();
+    let t = st.load("g2").await.unwrap().unwrap();
+    assert_eq!(t.status, GlobalStatus::Succeed);
+    assert_eq!(t.finish_ms, Some(2_000));
+    let statuses: Vec<&str> = t.branches.iter().map(|b| b.status.as_str()).collect();
+    assert_eq!(statuses, ["prepared", "succeed", "prepared", "succeed"]);
+    assert_eq!(t.branches[1].update_ms, 2_000);
+    assert_eq!(
+        t.branches[1].url, "http://x/a1",
+        "the rest of the row is kept"
+    );
+    let k = st.keys().trans("g2");
+    assert_eq!(
+        zscore(&redis, &k.due, "g2"),
+        None,
+        "finished leaves the due set"
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&k.trans)
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&k.branches)
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+}
+
+#[tokio::test]
+async fn record_refuses_stale_epoch_lost_cas_and_bad_rows_without_writing() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let st = store(&redis, &p).await;
+    st.create_trans(&saga("g3", GlobalStatus::Submitted, 1_000), 2, Some(3_000))
+        .await
+        .unwrap();
+    let rec = |rows: Vec<(String, BranchStatus, BranchStatus)>| Record {
+        status: Some(GlobalStatus::Aborting),
+        fields: vec![("reason", "x".into())],
+        branches: rows,
+        schedule: Schedule::Hold(9_000),
+    };
+    let row = || {
+        vec![(
+            "01:action".to_owned(),
+            BranchStatus::Prepared,
+            BranchStatus::Failed,
+        )]
+    };
+    let before = snapshot(&redis, &p);
+
+    let stale = st
+        .record("g3", 1, GlobalStatus::Submitted, 2_000, "me", &rec(row()))
+        .await;
+    assert!(matches!(stale, Err(StoreError::StaleEpoch(2))), "{stale:?}");
+    let lost = st
+        .record("g3", 2, GlobalStatus::Prepared, 2_000, "me", &rec(row()))
+        .await;
+    assert!(
+        matches!(&lost, Err(StoreError::Conflict { actual, .. }) if actual == "submitted"),
+        "{lost:?}"
+    );
+    let bad_row = vec![(
+        "01:action".to_owned(),
+        BranchStatus::Succeed,
+        BranchStatus::Failed,
+    )];
+    let refused = st
+        .record("g3", 2, GlobalStatus::Submitted, 2_000, "me", &rec(bad_row))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::BranchConflict(_))),
+        "{refused:?}"
+    );
+    let missing = vec![(
+        "09:action".to_owned(),
+        BranchStatus::Prepared,
+        BranchStatus::Failed,
+    )];
+    let refused = st
+        .record("g3", 2, GlobalStatus::Submitted, 2_000, "me", &rec(missing))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::BranchConflict(_))),
+        "{refused:?}"
+    );
+    let unknown = st
+        .record("nope", 2, GlobalStatus::Submitted, 2_000, "me", &rec(row()))
+        .await;
+    assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
+    assert_eq!(
+        snapshot(&redis, &p),
+        before,
+        "a refused record wrote something"
+    );
+
+    // and the right epoch and status go through
+    st.record("g3", 2, GlobalStatus::Submitted, 2_000, "me", &rec(row()))
+        .await
+        .unwrap();
+    let t = st.load("g3").await.unwrap().unwrap();
+    assert_eq!(t.status, GlobalStatus::Aborting);
+    assert_eq!(t.owner, "me");
+    assert_eq!(
+        zscore(&redis, &st.keys().trans("g3").due, "g3"),
+        Some(9_000.0)
+    );
+}
+
+#[tokio::test]
+async fn claim_due_leases_only_due_work_and_bumps_the_epoch() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let st = store(&redis, &p).await;
+    // pick gids in one shard so one claim sees them all
+    let shard = st.keys().shard_of("due-0");
+    let gids: Vec<String> = (0..200)
+        .map(|i| format!("due-{i}"))
+        .filter(|g| st.keys().shard_of(g) == shard)
+        .take(3)
+        .collect();
+    st.create_trans(
+        &saga(&gids[0], GlobalStatus::Submitted, 1_000),
+        1,
+        Some(1_500),
+    )
+    .await
+    .unwrap();
+    st.create_trans(
+        &saga(&gids[1], GlobalStatus::Submitted, 1_000),
+        1,
+        Some(9_000),
+    )
+    .await
+    .unwrap();
+    st.create_trans(
+        &saga(&gids[2], GlobalStatus::Submitted, 1_000),
+        1,
+        Some(1_600),
+    )
+    .await
+    .unwrap();
+    // an orphan: due entry without its transaction
+    let due = st.keys().due(shard);
+    let _: i64 = redis::cmd("ZADD")
+        .arg(&due)
+        .arg(1_000)
+        .arg("ghost")
+        .query(&mut redis.conn())
+        .unwrap();
+
+    let claim = st.claim_due(shard, 2_000, 7_000, "r1", 10).await.unwrap();
+    let mut got: Vec<(String, u64)> = claim
+        .leased
+        .iter()
+        .map(|l| (l.trans.gid.clone(), l.epoch))
+        .collect();
+    got.sort();
+    let mut want = vec![(gids[0].clone(), 2), (gids[2].clone(), 2)];
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(claim.leased[0].trans.branches.len(), 4);
+    assert_eq!(claim.next_due, Some(7_000));
+    assert_eq!(zscore(&redis, &due, &gids[0]), Some(7_000.0));
+    assert_eq!(
+        zscore(&redis, &due, &gids[1]),
+        Some(9_000.0),
+        "not yet due: untouched"
+    );
+    assert_eq!(zscore(&redis, &due, "ghost"), None, "orphan removed");
+    // the old holder is fenced out
+    let rec = Record {
+        status: None,
+        fields: vec![],
+        branches: vec![],
+        schedule: Schedule::Release(3_000),
+    };
+    let old = st
+        .record(&gids[0], 1, GlobalStatus::Submitted, 2_000, "r0", &rec)
+        .await;
+    assert!(matches!(old, Err(StoreError::StaleEpoch(2))), "{old:?}");
+    // nothing due any more until the leases end
+    let again = st.claim_due(shard, 2_000, 7_000, "r2", 10).await.unwrap();
+    assert!(again.leased.is_empty());
+}
+
+#[tokio::test]
+async fn transition_takes_over_with_a_new_epoch_or_refuses_without_writing() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let st = store(&redis, &p).await;
+    let mut t = saga("g5", GlobalStatus::Prepared, 1_000);
+    t.kind = TransKind::Msg;
+    st.create_trans(&t, 0, Some(30_000)).await.unwrap();
+    let before = snapshot(&redis, &p);
+    let lost = st
+        .transition(
+            "g5",
+            GlobalStatus::Submitted,
+            GlobalStatus::Succeed,
+            2_000,
+            None,
+            "me",
+            &[],
+        )
+        .await;
+    assert!(
+        matches!(&lost, Err(StoreError::Conflict { actual, .. }) if actual == "prepared"),
+        "{lost:?}"
+    );
+    let unknown = st
+        .transition(
+            "zz",
+            GlobalStatus::Prepared,
+            GlobalStatus::Submitted,
+            2_000,
+            None,
+            "me",
+            &[],
+        )
+        .await;
+    assert!(matches!(unknown, Err(StoreError::NotFound)));
+    assert_eq!(
+        snapshot(&redis, &p),
+        before,
+        "a refused transition wrote something"
+    );
+
+    let leased = st
+        .transition(
+            "g5",
+            GlobalStatus::Prepared,
+            GlobalStatus::Submitted,
+            2_000,
+            Some(6_000),
+            "me",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(leased.epoch, 1);
+    assert_eq!(leased.trans.status, GlobalStatus::Submitted);
+    assert_eq!(leased.trans.branches.len(), 4);
+    assert_eq!(
+        zscore(&redis, &st.keys().trans("g5").due, "g5"),
+        Some(6_000.0)
+    );
+    // finishing through transition leaves the due set and sets a TTL
+    st.transition(
+        "g5",
+        GlobalStatus::Submitted,
+        GlobalStatus::Failed,
+        3_000,
+        None,
+        "me",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(zscore(&redis, &st.keys().trans("g5").due, "g5"), None);
+}
+
+#[tokio::test]
+async fn startup_refuses_an_evicting_redis_and_a_changed_shard_count() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let mut s = test_settings(&redis.url(), &p);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut redis.conn())
+        .unwrap();
+    let err = Store::connect(&s.redis, 60)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("allkeys-lru") && err.contains("noeviction"),
+        "{err}"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query(&mut redis.conn())
+        .unwrap();
+    Store::connect(&s.redis, 60).await.unwrap();
+    s.redis.shards = 8;
+    let err = Store::connect(&s.redis, 60)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("DTX_REDIS_SHARDS=4"), "{err}");
+    s.redis.url = "redis://127.0.0.1:1".into();
+    let err = Store::connect(&s.redis, 60)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("cannot reach Redis") && err.contains("--dev"),
+        "{err}"
+    );
+}
+
+/// The numeric indices `prefix[n]` used in `text` (e.g. `KEYS[3]`).
+fn indices(text: &str, prefix: &str) -> BTreeSet<usize> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(pos) = rest.find(prefix) {
+        rest = &rest[pos + prefix.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if !digits.is_empty() && rest[digits.len()..].starts_with(']') {
+            out.insert(digits.parse().unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn script_headers_agree_with_bodies_and_wrappers() {
+    let wrappers = include_str!("../../src/store/mod.rs");
+    for (name, source) in dtx::store::scripts::SOURCES {
+        let (header, body): (Vec<&str>, Vec<&str>) =
+            source.lines().partition(|l| l.starts_with("--"));
+        let header = header.join("\n");
+        let body = body.join("\n");
+        assert!(
+            header.starts_with(&format!("-- {name}: ")),
+            "{name}: header must start with its name"
+        );
+        for section in ["Returns:", "Writes:"] {
+            assert!(header.contains(section), "{name}: header lacks {section}");
+        }
+        for kind in ["KEYS[", "ARGV["] {
+            let documented = indices(&header, &format!("-- {kind}"));
+            let used = indices(&body, kind);
+            for i in &used {
+                assert!(
+                    documented.contains(i),
+                    "{name}: {kind}{i}] is used but not documented"
+                );
+            }
+            for i in &documented {
+                assert!(
+                    used.contains(i),
+                    "{name}: {kind}{i}] is documented but never bound"
+                );
+            }
+        }
+        // the wrapper pushes exactly the fixed keys the header documents
+        let start = wrappers
+            .find(&format!("pub async fn {name}("))
+            .unwrap_or_else(|| panic!("no wrapper Store::{name}"));
+        let end = wrappers[start + 1..]
+            .find("    pub async fn ")
+            .map(|e| start + 1 + e)
+            .unwrap_or(wrappers.len());
+        let pushed = indices(&wrappers[start..end], "// KEYS[");
+        let documented = indices(&header, "-- KEYS[");
+        assert_eq!(
+            pushed, documented,
+            "{name}: wrapper keys differ from the header"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests: every test starts its own `redis-server`, real dtx
+//! replicas and real HTTP branch services.
+
+#![allow(unreachable_pub)]
+
+mod api;
+mod lua;
+mod msg;
+mod replicas;
+mod saga;
+mod support;

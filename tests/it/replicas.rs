@@ -1,0 +1,229 @@
+//! Several replicas on one Redis, as real processes.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::{
+    free_port, gid, prefix, saga_body, wait_status_at, Branches, RedisServer, Reply, StatusSource,
+};
+
+/// A dtx process.
+struct Replica {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Replica {
+    fn start(redis: &RedisServer, prefix: &str) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_dtx"))
+            .env("DTX_REDIS_URL", redis.url())
+            .env("DTX_HTTP_PORT", port.to_string())
+            .env("DTX_HTTP_HOST", "127.0.0.1")
+            .env("DTX_REDIS_KEY_PREFIX", prefix)
+            .env("DTX_REDIS_SHARDS", "4")
+            .env("DTX_SCHEDULER_LEASE_MS", "1500")
+            .env("DTX_SCHEDULER_RECHECK_MS", "200")
+            .env("DTX_RETRY_BASE_MS", "100")
+            .env("DTX_RETRY_MAX_MS", "1000")
+            .env("DTX_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("dtx binary starts");
+        let r = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}/api/dtmsvr"),
+            http: reqwest::Client::new(),
+        };
+        r.wait_ready();
+        r
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = self.base.replace("/api/dtmsvr", "/api/ping");
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(
+                url.trim_start_matches("http://").split('/').next().unwrap(),
+            )
+            .is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("replica did not start");
+    }
+
+    async fn post(&self, route: &str, body: &Value) -> u16 {
+        self.http
+            .post(format!("{}/{route}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+}
+
+impl StatusSource for Replica {
+    async fn status_of(&self, gid: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}/query?gid={gid}", self.base))
+            .send()
+            .await;
+        match r {
+            Ok(r) => r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|v| v["transaction"]["status"].as_str().map(str::to_owned)),
+            Err(_) => None,
+        }
+        .unwrap_or_default()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_finish_every_transaction_once() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let r1 = Replica::start(&redis, &p);
+    let r2 = Replica::start(&redis, &p);
+    let b = Branches::start().await;
+    // some branches need a retry, which any replica may pick up
+    b.script("a2", &[Reply::Error, Reply::Error, Reply::Error]);
+    let mut gids = Vec::new();
+    for i in 0..60 {
+        let g = gid(&format!("rep{i}"));
+        let r = if i % 2 == 0 { &r1 } else { &r2 };
+        assert_eq!(r.post("submit", &saga_body(&g, &b)).await, 200);
+        gids.push(g);
+    }
+    for g in &gids {
+        wait_status_at(&r1, g, "succeed", 15).await;
+    }
+    for g in &gids {
+        let paths = b.paths_for(g);
+        let a1 = paths.iter().filter(|p| *p == "a1").count();
+        assert_eq!(a1, 1, "{g}: {paths:?}");
+        assert!(!paths.iter().any(|p| p.starts_with('c')), "{g}: {paths:?}");
+    }
+    // without failures every branch ran exactly once: 60 a1 + 60 a2 + 3 retries
+    assert_eq!(b.calls().len(), 123);
+}
+
+#[tokio::test]
+async fn a_killed_replicas_transaction_is_finished_by_another() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let mut r1 = Replica::start(&redis, &p);
+    let r2 = Replica::start(&redis, &p);
+    let b = Branches::start().await;
+    // the first action is slow, so r1 dies in the middle of it
+    b.script("a1", &[Reply::Slow(800)]);
+    let g = gid("killed");
+    let body = saga_body(&g, &b);
+    let http = reqwest::Client::new();
+    let url = format!("{}/submit", r1.base);
+    let submitted = tokio::spawn(async move {
+        http.post(url)
+            .json(&body)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    assert_eq!(submitted.await.unwrap().unwrap(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed_at = Instant::now();
+    r1.kill();
+    wait_status_at(&r2, &g, "succeed", 10).await;
+    let took = killed_at.elapsed();
+    // lease 1.5 s plus the recheck and the slow call
+    assert!(took < Duration::from_millis(3500), "took {took:?}");
+    let paths = b.paths_for(&g);
+    assert_eq!(
+        paths,
+        ["a1", "a1", "a2"],
+        "a1 is called again (idempotent), a2 once"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_hands_leases_back() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let mut r1 = Replica::start(&redis, &p);
+    let r2 = Replica::start(&redis, &p);
+    let b = Branches::start().await;
+    let mut gids = Vec::new();
+    b.set_default("a1", Reply::Slow(300));
+    for i in 0..10 {
+        let g = gid(&format!("drain{i}"));
+        assert_eq!(r1.post("submit", &saga_body(&g, &b)).await, 200);
+        gids.push(g);
+    }
+    r1.terminate();
+    for g in &gids {
+        wait_status_at(&r2, g, "succeed", 10).await;
+    }
+    let status = r1.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    for g in &gids {
+        assert_eq!(b.paths_for(g).iter().filter(|p| *p == "a2").count(), 1);
+    }
+}
+
+#[tokio::test]
+async fn startup_failures_are_one_clear_line() {
+    let redis = RedisServer::start();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("volatile-lru")
+        .query(&mut redis.conn())
+        .unwrap();
+    for (url, expect) in [
+        (redis.url(), "maxmemory-policy volatile-lru"),
+        ("redis://127.0.0.1:1".to_owned(), "cannot reach Redis"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dtx"))
+            .env("DTX_REDIS_URL", &url)
+            .env("DTX_HTTP_PORT", free_port().to_string())
+            .env("DTX_LOG_LEVEL", "error")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("dtx: "))
+            .unwrap_or_else(|| panic!("{err}"));
+        assert!(line.contains(expect), "{line}");
+    }
+    let _ = json!(null);
+}

@@ -1,0 +1,495 @@
+//! Test support: a private `redis-server` per test, dtx replicas (in
+//! process or as real processes), and a fake branch service that records
+//! every call and answers as each test scripts it.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use serde_json::{json, Value};
+
+use dtx::{Application, Settings};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A private `redis-server` on a free port, stopped when dropped.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+    aof: bool,
+}
+
+impl RedisServer {
+    /// Starts one without persistence.
+    pub fn start() -> Self {
+        Self::start_with(false, free_port(), None)
+    }
+
+    /// Starts one with AOF (`appendfsync always`) in a fresh directory.
+    pub fn start_aof() -> Self {
+        Self::start_with(true, free_port(), None)
+    }
+
+    fn start_with(aof: bool, port: u16, dir: Option<PathBuf>) -> Self {
+        let dir = dir.unwrap_or_else(|| {
+            let d = std::env::temp_dir().join(format!(
+                "dtx-test-redis-{}-{}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        });
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--save", "", "--maxmemory-policy", "noeviction"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if aof {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        }
+        let child = cmd
+            .spawn()
+            .expect("tests need redis-server on PATH (apt-get install redis-server)");
+        let server = Self {
+            child,
+            port,
+            dir,
+            aof,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut c) = client.get_connection() {
+                    if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    /// `redis://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain synchronous connection for assertions.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// Stops it (SIGKILL: whatever was not fsynced is lost) and starts it
+    /// again on the same port and directory.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let again = Self::start_with(self.aof, self.port, Some(self.dir.clone()));
+        let old = std::mem::replace(self, again);
+        std::mem::forget(old); // its process is gone and its directory is ours
+    }
+
+    /// Stops it without starting it again.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again after [`RedisServer::kill`].
+    pub fn revive(&mut self) {
+        let again = Self::start_with(self.aof, self.port, Some(self.dir.clone()));
+        let old = std::mem::replace(self, again);
+        std::mem::forget(old);
+    }
+
+    /// Every key under `prefix`.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut c = self.conn();
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut c)
+            .unwrap();
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Settings for a test replica against `redis_url`: port 0, a unique key
+/// prefix, and short timings.
+pub fn test_settings(redis_url: &str, prefix: &str) -> Settings {
+    let mut s = Settings::load(None, |_| None).unwrap();
+    s.redis.url = redis_url.to_owned();
+    s.redis.key_prefix = prefix.to_owned();
+    s.redis.shards = 4;
+    s.http.host = "127.0.0.1".into();
+    s.http.port = 0;
+    s.retry.base_ms = 100;
+    s.retry.max_ms = 1000;
+    s.scheduler.recheck_ms = 100;
+    s.scheduler.lease_ms = 2000;
+    s.scheduler.drain_timeout_ms = 3000;
+    s.trans.request_timeout_ms = 3000;
+    s
+}
+
+/// A unique key prefix.
+pub fn prefix() -> String {
+    format!("t{}", fastrand::u32(..))
+}
+
+/// One dtx replica running in this process.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub prefix: String,
+    pub engine: Arc<dtx::scheduler::Engine>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts a replica on `redis` with default test settings.
+    pub async fn spawn(redis: &RedisServer) -> Self {
+        Self::spawn_with(test_settings(&redis.url(), &prefix())).await
+    }
+
+    /// Starts a replica with these settings.
+    pub async fn spawn_with(settings: Settings) -> Self {
+        let app = Application::build(&settings).await.expect("replica starts");
+        let port = app.port();
+        let engine = app.engine();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        Self {
+            base: format!("http://127.0.0.1:{port}/api/dtmsvr"),
+            http: reqwest::Client::new(),
+            prefix: settings.redis.key_prefix.clone(),
+            engine,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops it gracefully and waits.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// POSTs `body` to `route`; returns the status and JSON reply.
+    pub async fn post(&self, route: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/{route}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs raw bytes to `route`.
+    pub async fn post_raw(&self, route: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/{route}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs `route?query`.
+    pub async fn get(&self, route_and_query: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}/{route_and_query}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The `query` reply for `gid`.
+    pub async fn query(&self, gid: &str) -> Value {
+        let (status, body) = self.get(&format!("query?gid={gid}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// The stored status of `gid` ("" when unknown).
+    pub async fn status(&self, gid: &str) -> String {
+        self.query(gid).await["transaction"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The branch statuses of `gid`, in storage order.
+    pub async fn branch_statuses(&self, gid: &str) -> Vec<String> {
+        self.query(gid).await["branches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["status"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Waits until `gid` reaches `status`, or panics after `secs`.
+    pub async fn wait_status(&self, gid: &str, status: &str, secs: u64) {
+        wait_status_at(self, gid, status, secs).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Anything that can read a transaction's status.
+pub trait StatusSource {
+    fn status_of(&self, gid: &str) -> impl std::future::Future<Output = String>;
+}
+
+impl StatusSource for TestApp {
+    async fn status_of(&self, gid: &str) -> String {
+        self.status(gid).await
+    }
+}
+
+/// Waits until `gid` reaches `status` as `src` sees it.
+pub async fn wait_status_at(src: &impl StatusSource, gid: &str, status: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        last = src.status_of(gid).await;
+        if last == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{gid} is {last:?}, not {status:?}, after {secs} s");
+}
+
+/// A gid no other test uses.
+pub fn gid(name: &str) -> String {
+    format!("{name}-{:08x}", fastrand::u32(..))
+}
+
+/// How the fake branch service answers one call.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// 200 `{"dtm_result":"SUCCESS"}`.
+    Success,
+    /// 409 `{"dtm_result":"FAILURE"}`.
+    Failure,
+    /// 425 `{"dtm_result":"ONGOING"}`.
+    Ongoing,
+    /// 500 with a plain message.
+    Error,
+    /// This status and body.
+    Raw(u16, String),
+    /// Wait this long, then succeed.
+    Slow(u64),
+}
+
+/// One call the fake branch service received.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub path: String,
+    pub method: String,
+    pub query: HashMap<String, String>,
+    pub body: String,
+    pub headers: HashMap<String, String>,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct BranchState {
+    calls: Vec<Call>,
+    script: HashMap<String, VecDeque<Reply>>,
+    defaults: HashMap<String, Reply>,
+}
+
+/// A real HTTP server standing for the branch services of a test.
+#[derive(Clone)]
+pub struct Branches {
+    pub base: String,
+    state: Arc<Mutex<BranchState>>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl Branches {
+    /// Starts it on a free port.
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(BranchState::default()));
+        let app = Router::new()
+            .route("/{*path}", any(handle))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            state,
+            task: Arc::new(task),
+        }
+    }
+
+    /// The URL of `path` (e.g. "a1").
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base)
+    }
+
+    /// Queues replies for the next calls to `path`; after them, the
+    /// default (success unless set).
+    pub fn script(&self, path: &str, replies: &[Reply]) {
+        let mut s = self.state.lock().unwrap();
+        s.script
+            .entry(path.to_owned())
+            .or_default()
+            .extend(replies.iter().cloned());
+    }
+
+    /// Sets the reply of `path` once its queue is empty.
+    pub fn set_default(&self, path: &str, reply: Reply) {
+        self.state
+            .lock()
+            .unwrap()
+            .defaults
+            .insert(path.to_owned(), reply);
+    }
+
+    /// Every call so far, in arrival order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Paths called for `gid`, in arrival order.
+    pub fn paths_for(&self, gid: &str) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.query.get("gid").map(String::as_str) == Some(gid))
+            .map(|c| c.path)
+            .collect()
+    }
+
+    /// Stops serving (calls then fail to connect).
+    pub fn shutdown(&self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(
+    State(state): State<Arc<Mutex<BranchState>>>,
+    Path(path): Path<String>,
+    method: Method,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let reply = {
+        let mut s = state.lock().unwrap();
+        s.calls.push(Call {
+            path: path.clone(),
+            method: method.to_string(),
+            query,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+                .collect(),
+            at: Instant::now(),
+        });
+        match s.script.get_mut(&path).and_then(VecDeque::pop_front) {
+            Some(r) => r,
+            None => s.defaults.get(&path).cloned().unwrap_or(Reply::Success),
+        }
+    };
+    let (status, body) = match reply {
+        Reply::Success => (200, json!({"dtm_result": "SUCCESS"}).to_string()),
+        Reply::Failure => (
+            409,
+            json!({"dtm_result": "FAILURE", "message": "refused by the test"}).to_string(),
+        ),
+        Reply::Ongoing => (425, json!({"dtm_result": "ONGOING"}).to_string()),
+        Reply::Error => (500, "internal trouble".to_owned()),
+        Reply::Raw(status, body) => (status, body),
+        Reply::Slow(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            (200, json!({"dtm_result": "SUCCESS"}).to_string())
+        }
+    };
+    (StatusCode::from_u16(status).unwrap(), body).into_response()
+}
+
+/// A 2-step saga body on `b`'s paths `a1`, `c1`, `a2`, `c2`.
+pub fn saga_body(gid: &str, b: &Branches) -> Value {
+    json!({
+        "gid": gid,
+        "trans_type": "saga",
+        "steps": [
+            {"action": b.url("a1"), "compensate": b.url("c1")},
+            {"action": b.url("a2"), "compensate": b.url("c2")},
+        ],
+        "payloads": ["{\"amount\":30}", "{\"amount\":30}"],
+    })
+}
