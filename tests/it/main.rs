@@ -4,6 +4,7 @@
 #![allow(unreachable_pub)]
 
 mod api;
+mod dtmcli;
 mod lua;
 mod msg;
 mod replicas;
