@@ -5,6 +5,7 @@
 
 mod api;
 mod dtmcli;
+mod durability;
 mod lua;
 mod msg;
 mod replicas;
