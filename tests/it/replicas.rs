@@ -75,6 +75,10 @@ impl Replica {
         let _ = self.child.wait();
     }
 
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").arg(sig).arg(self.child.id().to_string()).status();
+    }
+
     fn terminate(&mut self) {
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -171,6 +175,55 @@ async fn a_killed_replicas_transaction_is_finished_by_another() {
         ["a1", "a1", "a2"],
         "a1 is called again (idempotent), a2 once"
     );
+}
+
+#[tokio::test]
+async fn a_paused_replica_whose_lease_was_taken_cannot_write() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let r1 = Replica::start(&redis, &p);
+    let r2 = Replica::start(&redis, &p);
+    let b = Branches::start().await;
+    // r1's call of a1 will succeed; r2's, after taking over, is refused later
+    b.script(
+        "a1",
+        &[Reply::Slow(1000), Reply::Delayed(2000, 409, "{\"dtm_result\":\"FAILURE\"}".into())],
+    );
+    b.set_default("a2", Reply::Success);
+    let g = gid("fenced");
+    assert_eq!(r1.post("submit", &saga_body(&g, &b)).await, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    r1.signal("-STOP");
+    // r1's lease (1.5 s) runs out while it is stopped; r2 claims and calls a1 again
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.paths_for(&g).len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.paths_for(&g), ["a1", "a1"], "r2 did not take over");
+    // r1 wakes up: it sees a1 succeed and would finish the saga as succeed,
+    // while the status is still `submitted`; only the epoch stops it
+    r1.signal("-CONT");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = r2.status_of(&g).await;
+        if seen.last() != Some(&s) {
+            seen.push(s.clone());
+        }
+        if s == "failed" || s == "succeed" || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("failed"),
+        "statuses seen: {seen:?}, calls {:?}",
+        b.paths_for(&g)
+    );
+    assert!(!seen.iter().any(|s| s == "succeed"), "{seen:?}");
+    let paths = b.paths_for(&g);
+    assert!(paths.ends_with(&["c1".to_owned()]), "{paths:?}");
 }
 
 #[tokio::test]

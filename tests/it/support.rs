@@ -343,6 +343,8 @@ pub enum Reply {
     Raw(u16, String),
     /// Wait this long, then succeed.
     Slow(u64),
+    /// Wait this long, then answer this status and body.
+    Delayed(u64, u16, String),
 }
 
 /// One call the fake branch service received.
@@ -476,6 +478,10 @@ async fn handle(
         Reply::Slow(ms) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             (200, json!({"dtm_result": "SUCCESS"}).to_string())
+        }
+        Reply::Delayed(ms, status, body) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            (status, body)
         }
     };
     (StatusCode::from_u16(status).unwrap(), body).into_response()
