@@ -14,15 +14,29 @@ fn venv_python() -> PathBuf {
     let python = dir.join("bin/python");
     let marker = dir.join(".dtmcli-1.7.7.0");
     if !marker.exists() {
-        let made = Command::new("python3").arg("-m").arg("venv").arg(&dir).status();
+        let made = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&dir)
+            .status();
         assert!(
             made.is_ok_and(|s| s.success()),
             "python3 -m venv failed: install python3 and python3-venv"
         );
         let pip = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "dtmcli==1.7.7.0"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "dtmcli==1.7.7.0",
+            ])
             .status();
-        assert!(pip.is_ok_and(|s| s.success()), "pip install dtmcli==1.7.7.0 failed");
+        assert!(
+            pip.is_ok_and(|s| s.success()),
+            "pip install dtmcli==1.7.7.0 failed"
+        );
         std::fs::write(&marker, "").unwrap();
     }
     python
@@ -39,7 +53,12 @@ async fn python_dtmcli_drives_sagas_msgs_and_aborts() {
     let base = app.base.clone();
     let busi = b.base.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python).arg(script).arg(base).arg(busi).output().unwrap()
+        Command::new(python)
+            .arg(script)
+            .arg(base)
+            .arg(busi)
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
@@ -57,7 +76,12 @@ async fn python_dtmcli_drives_sagas_msgs_and_aborts() {
     app.wait_status(&gid("rollback"), "failed", 10).await;
     assert_eq!(
         b.paths_for(&gid("rollback")),
-        ["TransOut", "TransInRefused", "TransInCompensate", "TransOutCompensate"]
+        [
+            "TransOut",
+            "TransInRefused",
+            "TransInCompensate",
+            "TransOutCompensate"
+        ]
     );
 
     app.wait_status(&gid("msg"), "succeed", 10).await;

@@ -50,7 +50,11 @@ async fn every_acknowledged_transaction_survives_a_redis_restart_under_load() {
     }
     let acked = acked.lock().unwrap().clone();
     let refused = *refused.lock().unwrap();
-    assert!(acked.len() > 100, "too little load: {} acknowledged", acked.len());
+    assert!(
+        acked.len() > 100,
+        "too little load: {} acknowledged",
+        acked.len()
+    );
     assert!(refused > 0, "the outage was not noticed");
     for g in &acked {
         app.wait_status(g, "succeed", 30).await;
@@ -62,14 +66,20 @@ async fn every_acknowledged_transaction_survives_a_redis_restart_under_load() {
         .collect();
     for g in &acked {
         for path in ["a1", "a2"] {
-            assert!(called.contains(&(g.clone(), path.to_owned())), "{g} never called {path}");
+            assert!(
+                called.contains(&(g.clone(), path.to_owned())),
+                "{g} never called {path}"
+            );
         }
     }
     assert!(
         !calls.iter().any(|c| c.path.starts_with('c')),
         "nothing failed, so nothing may be compensated"
     );
-    eprintln!("acknowledged {}, refused during the outage {refused}", acked.len());
+    eprintln!(
+        "acknowledged {}, refused during the outage {refused}",
+        acked.len()
+    );
 }
 
 #[tokio::test]
@@ -105,11 +115,18 @@ async fn dev_mode_starts_and_stops_its_own_redis() {
     let socket = dir.join(".dtx-dev/redis.sock");
     assert!(socket.exists(), "the private Redis listens in ./.dtx-dev");
     assert!(dir.join(".dtx-dev/appendonlydir").exists(), "AOF is on");
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     let exited = child.wait().unwrap();
     assert!(exited.success(), "{exited:?}");
     // the child Redis is gone with it
     let client = redis::Client::open(format!("unix://{}", socket.display())).unwrap();
-    assert!(client.get_connection().is_err(), "redis-server still running");
+    assert!(
+        client.get_connection().is_err(),
+        "redis-server still running"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
