@@ -107,6 +107,7 @@ impl Application {
         let engine = self.engine;
         info!(port = self.listener.local_addr()?.port(), replica = %engine.owner, "dtx is serving");
         let claims = tokio::spawn(Arc::clone(&engine).run_claim_loop());
+        let maintenance = tokio::spawn(Arc::clone(&engine).run_maintenance());
         let stop = tokio_util::sync::CancellationToken::new();
         let server_stop = stop.clone();
         let app = router(self.state, self.max_body_bytes);
@@ -121,6 +122,7 @@ impl Application {
         engine.drain().await;
         let served = server.await;
         let _ = claims.await;
+        let _ = maintenance.await;
         info!("stopped");
         match served {
             Ok(r) => r,

@@ -211,6 +211,30 @@ impl Engine {
         }
     }
 
+    /// Housekeeping until [`Engine::drain`] begins: drops creation-index
+    /// entries of transactions whose retention ran out, so the index does
+    /// not grow without bound. Every replica may run it; the script makes
+    /// concurrent runs harmless.
+    pub async fn run_maintenance(self: Arc<Self>) {
+        const BATCH: usize = 1000;
+        let retention = self.store.finished_ttl_ms();
+        while !self.stop_claiming.is_cancelled() {
+            let cutoff = self.now_ms().saturating_sub(retention);
+            let mut full = false;
+            for shard in 0..self.store.keys().shards() {
+                match self.store.prune_created(shard, cutoff, BATCH).await {
+                    Ok(n) => full |= n >= BATCH,
+                    Err(e) => debug!(shard, error = %e, "pruning the creation index failed"),
+                }
+            }
+            let pause = if full { 10 } else { 1000 };
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
+                _ = self.stop_claiming.cancelled() => break,
+            }
+        }
+    }
+
     /// Graceful stop: claim nothing more, let passes in flight finish for up
     /// to `drain_timeout_ms`, then make the rest hand their leases back (due
     /// now) so another replica resumes them at once.

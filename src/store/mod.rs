@@ -217,6 +217,14 @@ pub struct Store {
     finished_ttl_ms: u64,
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Store {
     /// Connects, checks that Redis cannot evict, loads every script and
     /// checks the shard count; every failure is a [`StartError`].
@@ -294,6 +302,11 @@ impl Store {
     /// The key layout.
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// How long finished transactions are kept, ms.
+    pub fn finished_ttl_ms(&self) -> u64 {
+        self.finished_ttl_ms
     }
 
     /// Whether Redis answers.
@@ -523,6 +536,46 @@ impl Store {
             }),
             other => Err(unexpected("transition", other)),
         }
+    }
+
+    /// Drops up to `limit` entries of `shard`'s creation index created
+    /// before `cutoff_ms` whose transaction has expired
+    /// (`lua/prune_created.lua`). Returns how many were dropped.
+    pub async fn prune_created(
+        &self,
+        shard: u32,
+        cutoff_ms: u64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let created = self.keys.created(shard);
+        let mut conn = self.conn.clone();
+        let old: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&created)
+            .arg("-inf")
+            .arg(cutoff_ms)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await?;
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.scripts.prune_created.prepare_invoke();
+        inv.key(&created); // KEYS[1]
+        for gid in &old {
+            inv.key(self.keys.trans(gid).trans); // KEYS[1+i]
+        }
+        inv.arg(cutoff_ms);
+        for gid in &old {
+            inv.arg(gid);
+        }
+        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let (code, rest) = split_reply(&reply)?;
+        if code != ScriptCode::Ok {
+            return Err(unexpected("prune_created", code));
+        }
+        Ok(rest.first().map(int).transpose()?.unwrap_or(0) as usize)
     }
 
     /// Reads one transaction (not a script: two reads in one pipeline).

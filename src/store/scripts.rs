@@ -3,11 +3,12 @@
 use redis::Script;
 
 /// `(name, source)` of every script, in `lua/`.
-pub const SOURCES: [(&str, &str); 4] = [
+pub const SOURCES: [(&str, &str); 5] = [
     ("create_trans", include_str!("../../lua/create_trans.lua")),
     ("claim_due", include_str!("../../lua/claim_due.lua")),
     ("record", include_str!("../../lua/record.lua")),
     ("transition", include_str!("../../lua/transition.lua")),
+    ("prune_created", include_str!("../../lua/prune_created.lua")),
 ];
 
 /// Every script, ready to call by SHA (`redis::Script` sends EVALSHA and
@@ -21,6 +22,8 @@ pub struct Scripts {
     pub record: Script,
     /// `lua/transition.lua`
     pub transition: Script,
+    /// `lua/prune_created.lua`
+    pub prune_created: Script,
 }
 
 impl Scripts {
@@ -31,16 +34,18 @@ impl Scripts {
             claim_due: Script::new(SOURCES[1].1),
             record: Script::new(SOURCES[2].1),
             transition: Script::new(SOURCES[3].1),
+            prune_created: Script::new(SOURCES[4].1),
         }
     }
 
     /// `(name, script)` of every script, for loading at start.
-    pub fn all(&self) -> [(&'static str, &Script); 4] {
+    pub fn all(&self) -> [(&'static str, &Script); 5] {
         [
             (SOURCES[0].0, &self.create_trans),
             (SOURCES[1].0, &self.claim_due),
             (SOURCES[2].0, &self.record),
             (SOURCES[3].0, &self.transition),
+            (SOURCES[4].0, &self.prune_created),
         ]
     }
 }

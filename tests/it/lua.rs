@@ -513,3 +513,38 @@ fn script_headers_agree_with_bodies_and_wrappers() {
         );
     }
 }
+
+#[tokio::test]
+async fn prune_created_drops_only_expired_old_entries() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let st = store(&redis, &p).await;
+    let shard = st.keys().shard_of("p-0");
+    let gids: Vec<String> = (0..300)
+        .map(|i| format!("p-{i}"))
+        .filter(|g| st.keys().shard_of(g) == shard)
+        .take(3)
+        .collect();
+    for (i, g) in gids.iter().enumerate() {
+        st.create_trans(&saga(g, GlobalStatus::Submitted, 1_000 + i as u64), 1, None)
+            .await
+            .unwrap();
+    }
+    // gids[0] expired; gids[1] still exists; gids[2] expired but is newer than the cutoff
+    let mut c = redis.conn();
+    for g in [&gids[0], &gids[2]] {
+        let k = st.keys().trans(g);
+        let _: i64 = redis::cmd("DEL")
+            .arg(&k.trans)
+            .arg(&k.branches)
+            .query(&mut c)
+            .unwrap();
+    }
+    let dropped = st.prune_created(shard, 1_001, 100).await.unwrap();
+    assert_eq!(dropped, 1);
+    let created = st.keys().created(shard);
+    assert_eq!(zscore(&redis, &created, &gids[0]), None);
+    assert_eq!(zscore(&redis, &created, &gids[1]), Some(1_001.0));
+    assert_eq!(zscore(&redis, &created, &gids[2]), Some(1_002.0));
+    assert_eq!(st.prune_created(shard, 1_001, 100).await.unwrap(), 0);
+}

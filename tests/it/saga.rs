@@ -339,3 +339,50 @@ async fn a_successful_two_step_saga_costs_two_script_calls() {
     assert_eq!(status, 200);
     assert_eq!(calls(&redis) - before, 2, "create + final record");
 }
+
+#[tokio::test]
+async fn finished_transactions_expire_and_leave_the_index() {
+    let redis = RedisServer::start();
+    let mut settings = crate::support::test_settings(&redis.url(), &crate::support::prefix());
+    settings.store.finished_ttl_s = 1;
+    let app = TestApp::spawn_with(settings).await;
+    let b = Branches::start().await;
+    let g = gid("saga-expire");
+    let mut body = saga_body(&g, &b);
+    body["wait_result"] = json!(true);
+    assert_eq!(app.post("submit", &body).await.0, 200);
+    assert_eq!(
+        redis
+            .keys(&app.prefix)
+            .iter()
+            .filter(|k| k.contains(&g))
+            .count(),
+        2
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(app.query(&g).await["transaction"], json!(null));
+    // the maintenance loop drops the index entry within about a second more
+    let mut c = redis.conn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut total = 0;
+        for key in redis
+            .keys(&app.prefix)
+            .iter()
+            .filter(|k| k.ends_with(":created"))
+        {
+            let n: i64 = redis::cmd("ZCARD").arg(key).query(&mut c).unwrap();
+            total += n;
+        }
+        if total == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "index entries left: {total}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, all) = app.get("all").await;
+    assert_eq!(all["transactions"], json!([]));
+}
