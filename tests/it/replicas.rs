@@ -18,6 +18,10 @@ struct Replica {
 
 impl Replica {
     fn start(redis: &RedisServer, prefix: &str) -> Self {
+        Self::start_with(redis, prefix, &[])
+    }
+
+    fn start_with(redis: &RedisServer, prefix: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_dtx"))
             .env("DTX_REDIS_URL", redis.url())
@@ -30,6 +34,7 @@ impl Replica {
             .env("DTX_RETRY_BASE_MS", "100")
             .env("DTX_RETRY_MAX_MS", "1000")
             .env("DTX_LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -258,6 +263,29 @@ async fn sigterm_drains_and_hands_leases_back() {
 }
 
 #[tokio::test]
+async fn sigterm_past_the_drain_deadline_hands_leases_back_at_once() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    // long leases: only a hand-back lets r2 resume within seconds
+    let slow = [("DTX_SCHEDULER_LEASE_MS", "30000"), ("DTX_SCHEDULER_DRAIN_TIMEOUT_MS", "300")];
+    let mut r1 = Replica::start_with(&redis, &p, &slow);
+    let r2 = Replica::start_with(&redis, &p, &slow);
+    let b = Branches::start().await;
+    b.script("a1", &[Reply::Slow(5000)]);
+    let g = gid("handback");
+    assert_eq!(r1.post("submit", &saga_body(&g, &b)).await, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped_at = Instant::now();
+    r1.terminate();
+    let status = r1.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(stopped_at.elapsed() < Duration::from_secs(4), "drain took {:?}", stopped_at.elapsed());
+    wait_status_at(&r2, &g, "succeed", 8).await;
+    assert!(stopped_at.elapsed() < Duration::from_secs(9));
+    assert_eq!(b.paths_for(&g), ["a1", "a1", "a2"]);
+}
+
+#[tokio::test]
 async fn startup_failures_are_one_clear_line() {
     let redis = RedisServer::start();
     let _: () = redis::cmd("CONFIG")
@@ -284,5 +312,21 @@ async fn startup_failures_are_one_clear_line() {
             .unwrap_or_else(|| panic!("{err}"));
         assert!(line.contains(expect), "{line}");
     }
+    // a Redis that refuses scripts
+    let locked = RedisServer::start();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-script")
+        .query(&mut locked.conn())
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dtx"))
+        .env("DTX_REDIS_URL", locked.url())
+        .env("DTX_HTTP_PORT", free_port().to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dtx: Redis refused script lua/"), "{err}");
     let _ = json!(null);
 }
