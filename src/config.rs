@@ -383,6 +383,14 @@ mod tests {
     }
 
     #[test]
+    fn readme_lists_every_setting() {
+        let readme = include_str!("../README.md");
+        for (name, _) in Settings::env_vars() {
+            assert!(readme.contains(&format!("`{name}`")), "README.md lacks {name}");
+        }
+    }
+
+    #[test]
     fn every_setting_has_an_env_var() {
         let vars = Settings::env_vars();
         assert!(vars.iter().any(|(n, _)| n == "DTX_REDIS_URL"));

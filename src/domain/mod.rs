@@ -20,4 +20,4 @@ pub use model::{
 };
 pub use plan::{plan, settle, Outcome, Plan, Settled};
 pub use retry::{Policy, RetryPolicy};
-pub use transition::{next, Event, InvalidTransition};
+pub use transition::{mermaid, next, Event, InvalidTransition};

@@ -68,6 +68,49 @@ pub fn next(
     Ok(to)
 }
 
+/// The state diagram of [`next`], as a Mermaid `stateDiagram-v2` block,
+/// one line per (from, event, to) with the kinds it applies to. The block
+/// in `ARCHITECTURE.md` is this output; a test keeps them equal.
+pub fn mermaid() -> String {
+    const EVENTS: [Event; 10] = [
+        Event::Submit,
+        Event::Abort,
+        Event::CheckBackConfirmed,
+        Event::CheckBackRefused,
+        Event::ActionFailed,
+        Event::TimedOut,
+        Event::RetryLimitExceeded,
+        Event::Completed,
+        Event::RolledBack,
+        Event::ForceStop,
+    ];
+    let mut out = String::from("stateDiagram-v2\n    [*] --> prepared: prepare\n    [*] --> submitted: submit\n");
+    for from in GlobalStatus::ALL {
+        for event in EVENTS {
+            for to in GlobalStatus::ALL {
+                let kinds: Vec<&str> = TransKind::ALL
+                    .into_iter()
+                    .filter(|k| next(*k, from, event) == Ok(to))
+                    .map(TransKind::as_str)
+                    .collect();
+                if kinds.is_empty() {
+                    continue;
+                }
+                let who = if kinds.len() == TransKind::ALL.len() {
+                    String::new()
+                } else {
+                    format!(" ({})", kinds.join(", "))
+                };
+                out.push_str(&format!("    {from} --> {to}: {event:?}{who}\n"));
+            }
+        }
+    }
+    for end in [GlobalStatus::Succeed, GlobalStatus::Failed] {
+        out.push_str(&format!("    {end} --> [*]\n"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +181,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn architecture_md_draws_this_table() {
+        let doc = include_str!("../../ARCHITECTURE.md");
+        let block = format!("```mermaid\n{}```", mermaid());
+        assert!(
+            doc.contains(&block),
+            "ARCHITECTURE.md must contain this block:\n{block}"
+        );
     }
 
     #[test]

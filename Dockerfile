@@ -1,0 +1,11 @@
+FROM rust:1.88-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --bin dtx
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/dtx /usr/local/bin/dtx
+EXPOSE 36789
+ENTRYPOINT ["dtx"]
