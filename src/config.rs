@@ -386,7 +386,10 @@ mod tests {
     fn readme_lists_every_setting() {
         let readme = include_str!("../README.md");
         for (name, _) in Settings::env_vars() {
-            assert!(readme.contains(&format!("`{name}`")), "README.md lacks {name}");
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "README.md lacks {name}"
+            );
         }
     }
 

@@ -84,7 +84,9 @@ pub fn mermaid() -> String {
         Event::RolledBack,
         Event::ForceStop,
     ];
-    let mut out = String::from("stateDiagram-v2\n    [*] --> prepared: prepare\n    [*] --> submitted: submit\n");
+    let mut out = String::from(
+        "stateDiagram-v2\n    [*] --> prepared: prepare\n    [*] --> submitted: submit\n",
+    );
     for from in GlobalStatus::ALL {
         for event in EVENTS {
             for to in GlobalStatus::ALL {

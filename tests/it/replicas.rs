@@ -267,7 +267,10 @@ async fn sigterm_past_the_drain_deadline_hands_leases_back_at_once() {
     let redis = RedisServer::start();
     let p = prefix();
     // long leases: only a hand-back lets r2 resume within seconds
-    let slow = [("DTX_SCHEDULER_LEASE_MS", "30000"), ("DTX_SCHEDULER_DRAIN_TIMEOUT_MS", "300")];
+    let slow = [
+        ("DTX_SCHEDULER_LEASE_MS", "30000"),
+        ("DTX_SCHEDULER_DRAIN_TIMEOUT_MS", "300"),
+    ];
     let mut r1 = Replica::start_with(&redis, &p, &slow);
     let r2 = Replica::start_with(&redis, &p, &slow);
     let b = Branches::start().await;
@@ -279,7 +282,11 @@ async fn sigterm_past_the_drain_deadline_hands_leases_back_at_once() {
     r1.terminate();
     let status = r1.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    assert!(stopped_at.elapsed() < Duration::from_secs(4), "drain took {:?}", stopped_at.elapsed());
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(4),
+        "drain took {:?}",
+        stopped_at.elapsed()
+    );
     wait_status_at(&r2, &g, "succeed", 8).await;
     assert!(stopped_at.elapsed() < Duration::from_secs(9));
     assert_eq!(b.paths_for(&g), ["a1", "a1", "a2"]);
