@@ -85,6 +85,36 @@ impl Caller {
         .await
     }
 
+    /// Calls the resume callback of a workflow (`query_prepared`) with
+    /// `branch_id=00`, `op=<workflow name>` and the workflow's input as
+    /// body (POST when there is one).
+    pub async fn workflow_callback(&self, t: &Trans) -> Outcome {
+        #[derive(serde::Deserialize, Default)]
+        struct Custom {
+            #[serde(default)]
+            name: String,
+            #[serde(default)]
+            data: String,
+        }
+        use base64::Engine as _;
+        let custom: Custom = serde_json::from_str(&t.custom_data).unwrap_or_default();
+        let input = base64::engine::general_purpose::STANDARD
+            .decode(custom.data.as_bytes())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        self.call(
+            t,
+            BranchRequest {
+                url: &t.query_prepared,
+                branch_id: "00",
+                op: &custom.name,
+                body: &input,
+                post: !input.is_empty(),
+            },
+        )
+        .await
+    }
+
     async fn call(&self, t: &Trans, req: BranchRequest<'_>) -> Outcome {
         if req.url.is_empty() {
             return Outcome::Succeeded;

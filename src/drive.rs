@@ -116,6 +116,14 @@ impl Pass<'_> {
                             .await?;
                     }
                 }
+                Plan::CheckBack if self.t.kind == TransKind::Workflow => {
+                    // the client resumes and submits by itself; whatever the
+                    // callback answers, look again after a backoff
+                    let outcome = self.engine.caller.workflow_callback(&self.t).await;
+                    debug!(gid = %self.t.gid, outcome = ?outcome, "workflow called back");
+                    self.last_error = Some(outcome);
+                    return self.wait_for_retry(true).await;
+                }
                 Plan::CheckBack => {
                     let outcome = self.engine.caller.check_back(&self.t).await;
                     match outcome {

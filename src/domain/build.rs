@@ -65,6 +65,75 @@ pub fn validate_gid(gid: &str, max_len: usize) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Checks a client-chosen branch id: non-empty, at most 128 bytes, no
+/// control characters and no `:` (it separates the id from the op in the
+/// store).
+pub fn validate_branch_id(id: &str) -> Result<(), ValidationError> {
+    if id.is_empty() {
+        return Err(invalid("branch_id is required"));
+    }
+    if id.len() > 128 {
+        return Err(invalid("branch_id is longer than 128 bytes"));
+    }
+    if id.chars().any(|c| c.is_control() || c == ':') {
+        return Err(invalid(
+            "branch_id must not contain control characters or ':'",
+        ));
+    }
+    Ok(())
+}
+
+/// The rows a `registerBranch` call adds to a prepared `kind` transaction,
+/// from the flat string map clients send (contract §3.3).
+pub fn build_registered(
+    kind: TransKind,
+    fields: &BTreeMap<String, String>,
+    now_ms: u64,
+) -> Result<Vec<Branch>, ValidationError> {
+    let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    let id = get("branch_id").to_owned();
+    validate_branch_id(&id)?;
+    let data = get("data");
+    let pair = |first: (Op, &str), second: (Op, &str)| -> Result<Vec<Branch>, ValidationError> {
+        validate_url(first.1)?;
+        validate_url(second.1)?;
+        Ok(vec![
+            row(id.clone(), first.0, first.1, data, 0, now_ms),
+            row(id.clone(), second.0, second.1, data, 0, now_ms),
+        ])
+    };
+    match kind {
+        TransKind::Tcc => pair((Op::Cancel, get("cancel")), (Op::Confirm, get("confirm"))),
+        TransKind::Xa => pair((Op::Rollback, get("url")), (Op::Commit, get("url"))),
+        TransKind::Workflow => {
+            let op = match Op::parse(get("op")) {
+                Some(op @ (Op::Action | Op::Commit | Op::Rollback | Op::Business)) => op,
+                _ => {
+                    return Err(invalid(format!(
+                        "workflow op {:?} must be action, commit, rollback or business",
+                        get("op")
+                    )))
+                }
+            };
+            let status = match get("status") {
+                "succeed" => BranchStatus::Succeed,
+                "failed" => BranchStatus::Failed,
+                other => {
+                    return Err(invalid(format!(
+                        "workflow branch status {other:?} must be succeed or failed"
+                    )))
+                }
+            };
+            let mut b = row(id, op, "", data, 0, now_ms);
+            b.status = status;
+            Ok(vec![b])
+        }
+        TransKind::Saga | TransKind::Msg => Err(invalid(format!(
+            "registerBranch is for tcc, xa and workflow, not {kind}"
+        ))),
+    }
+}
+
 /// Checks a branch URL: empty (success without a call), `http(s)://`, or
 /// gRPC-shaped `host:port/package.Service/Method`.
 pub fn validate_url(url: &str) -> Result<(), ValidationError> {
@@ -406,6 +475,75 @@ mod tests {
             .contains("cycle"));
         i.custom_data = "{".into();
         assert!(build_new(i, GlobalStatus::Submitted, 5, 128).is_err());
+    }
+
+    #[test]
+    fn registered_rows_per_kind() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let tcc = build_registered(
+            TransKind::Tcc,
+            &map(&[
+                ("branch_id", "01"),
+                ("confirm", "http://s/c"),
+                ("cancel", "http://s/x"),
+                ("data", "{}"),
+            ]),
+            7,
+        )
+        .unwrap();
+        let got: Vec<(String, &str, &str)> = tcc
+            .iter()
+            .map(|b| (b.field(), b.url.as_str(), b.data.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("01:cancel".to_string(), "http://s/x", "{}"),
+                ("01:confirm".to_string(), "http://s/c", "{}")
+            ]
+        );
+        let xa = build_registered(
+            TransKind::Xa,
+            &map(&[("branch_id", "02"), ("url", "http://s/xa")]),
+            7,
+        )
+        .unwrap();
+        assert_eq!(xa[0].field(), "02:rollback");
+        assert_eq!(xa[1].url, "http://s/xa");
+        let wf = build_registered(
+            TransKind::Workflow,
+            &map(&[
+                ("branch_id", "01"),
+                ("op", "action"),
+                ("status", "failed"),
+                ("data", "boom"),
+            ]),
+            7,
+        )
+        .unwrap();
+        assert_eq!(wf[0].status, BranchStatus::Failed);
+        for bad in [
+            map(&[("branch_id", "")]),
+            map(&[("branch_id", "a:b"), ("confirm", ""), ("cancel", "")]),
+            map(&[("branch_id", "01"), ("confirm", "ftp://x"), ("cancel", "")]),
+        ] {
+            assert!(
+                build_registered(TransKind::Tcc, &bad, 7).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(build_registered(TransKind::Saga, &map(&[("branch_id", "01")]), 7).is_err());
+        assert!(build_registered(
+            TransKind::Workflow,
+            &map(&[("branch_id", "01"), ("op", "try"), ("status", "succeed")]),
+            7
+        )
+        .is_err());
     }
 
     #[test]

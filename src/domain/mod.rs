@@ -12,8 +12,8 @@ mod retry;
 mod transition;
 
 pub use build::{
-    build_new, is_grpc_shaped, validate_gid, validate_url, BranchInput, NewTrans, NewTransInput,
-    ValidationError,
+    build_new, build_registered, is_grpc_shaped, validate_branch_id, validate_gid, validate_url,
+    BranchInput, NewTrans, NewTransInput, ValidationError,
 };
 pub use model::{
     Branch, BranchStatus, GlobalStatus, Op, SagaCustom, Trans, TransKind, TransOptions,

@@ -149,11 +149,13 @@ pub enum Op {
     Rollback,
     /// msg check-back.
     Msg,
+    /// workflow: a recorded local step (dtm's DoXa).
+    Business,
 }
 
 impl Op {
     /// Every op, for tests and parsing.
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 9] = [
         Self::Action,
         Self::Compensate,
         Self::Try,
@@ -162,6 +164,7 @@ impl Op {
         Self::Commit,
         Self::Rollback,
         Self::Msg,
+        Self::Business,
     ];
 
     /// The wire spelling (`op` query parameter).
@@ -175,6 +178,7 @@ impl Op {
             Self::Commit => "commit",
             Self::Rollback => "rollback",
             Self::Msg => "msg",
+            Self::Business => "business",
         }
     }
 

@@ -22,7 +22,7 @@ pub enum Outcome {
 pub enum Plan {
     /// Call these branches (indices into `Trans::branches`), concurrently.
     Call(Vec<usize>),
-    /// Call the msg check-back URL.
+    /// Call the msg check-back URL, or the workflow resume callback.
     CheckBack,
     /// Move to a new status.
     Transition {
@@ -85,7 +85,21 @@ pub fn plan(t: &Trans, now_ms: u64, policy: &Policy) -> Plan {
         TransKind::Msg => plan_msg(t, now_ms, policy),
         TransKind::Tcc => plan_two_phase(t, now_ms, policy, Op::Confirm, Op::Cancel, true),
         TransKind::Xa => plan_two_phase(t, now_ms, policy, Op::Commit, Op::Rollback, false),
-        TransKind::Workflow => Plan::Idle,
+        TransKind::Workflow => plan_workflow(t, now_ms, policy),
+    }
+}
+
+/// A prepared workflow whose client went quiet past its timeout is called
+/// back to resume; the client submits the outcome itself.
+fn plan_workflow(t: &Trans, now_ms: u64, policy: &Policy) -> Plan {
+    if t.status != GlobalStatus::Prepared {
+        return Plan::Idle;
+    }
+    let deadline = prepared_deadline(t, policy);
+    if now_ms >= deadline {
+        Plan::CheckBack
+    } else {
+        Plan::WaitUntil(deadline)
     }
 }
 
@@ -525,6 +539,16 @@ mod tests {
         step(&mut t, "http://s/a0", Outcome::Succeeded);
         step(&mut t, "http://s/a1", Outcome::Succeeded);
         assert_eq!(t.status, GlobalStatus::Succeed);
+    }
+
+    #[test]
+    fn prepared_workflow_is_called_back_after_its_timeout() {
+        let mut t = msg(0, GlobalStatus::Prepared);
+        t.kind = TransKind::Workflow;
+        assert_eq!(plan(&t, 2_000, &POLICY), Plan::WaitUntil(36_000));
+        assert_eq!(plan(&t, 40_000, &POLICY), Plan::CheckBack);
+        t.status = GlobalStatus::Succeed;
+        assert_eq!(plan(&t, 40_000, &POLICY), Plan::Idle);
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub enum Event {
     RolledBack,
     /// An operator stopped it.
     ForceStop,
+    /// A workflow client submitted it as succeeded.
+    ClientSucceeded,
+    /// A workflow client submitted it as failed.
+    ClientFailed,
 }
 
 /// An event that does not apply to a transaction in its current status.
@@ -63,6 +67,8 @@ pub fn next(
         (_, S::Submitted, E::Completed) => S::Succeed,
         (_, S::Aborting, E::RolledBack) => S::Failed,
         (_, S::Prepared | S::Submitted | S::Aborting, E::ForceStop) => S::Failed,
+        (K::Workflow, S::Prepared, E::ClientSucceeded) => S::Succeed,
+        (K::Workflow, S::Prepared, E::ClientFailed) => S::Failed,
         _ => return Err(InvalidTransition { kind, from, event }),
     };
     Ok(to)
@@ -72,7 +78,7 @@ pub fn next(
 /// one line per (from, event, to) with the kinds it applies to. The block
 /// in `ARCHITECTURE.md` is this output; a test keeps them equal.
 pub fn mermaid() -> String {
-    const EVENTS: [Event; 10] = [
+    const EVENTS: [Event; 12] = [
         Event::Submit,
         Event::Abort,
         Event::CheckBackConfirmed,
@@ -83,6 +89,8 @@ pub fn mermaid() -> String {
         Event::Completed,
         Event::RolledBack,
         Event::ForceStop,
+        Event::ClientSucceeded,
+        Event::ClientFailed,
     ];
     let mut out = String::from(
         "stateDiagram-v2\n    [*] --> prepared: prepare\n    [*] --> submitted: submit\n",
@@ -118,7 +126,7 @@ mod tests {
     use super::*;
 
     /// Every event, for tests.
-    const ALL_EVENTS: [Event; 10] = [
+    const ALL_EVENTS: [Event; 12] = [
         Event::Submit,
         Event::Abort,
         Event::CheckBackConfirmed,
@@ -129,6 +137,8 @@ mod tests {
         Event::Completed,
         Event::RolledBack,
         Event::ForceStop,
+        Event::ClientSucceeded,
+        Event::ClientFailed,
     ];
 
     /// Every (kind, status, event) triple, against an independent listing
@@ -159,6 +169,8 @@ mod tests {
             (K::Saga, S::Submitted, E::ActionFailed, S::Aborting),
             (K::Saga, S::Submitted, E::TimedOut, S::Aborting),
             (K::Saga, S::Submitted, E::RetryLimitExceeded, S::Aborting),
+            (K::Workflow, S::Prepared, E::ClientSucceeded, S::Succeed),
+            (K::Workflow, S::Prepared, E::ClientFailed, S::Failed),
         ];
         for kind in TransKind::ALL {
             for from in GlobalStatus::ALL {

@@ -25,6 +25,10 @@ pub enum ApiError {
     /// The body is over the size limit. Returns `413 Payload Too Large`.
     #[error("{0}")]
     TooLarge(String),
+    /// A conflict that is not a business FAILURE (a branch registered
+    /// twice). Returns `409 Conflict` `{"message"}`.
+    #[error("{0}")]
+    Conflict(String),
     /// dtm's FAILURE. Returns `409 Conflict`
     /// `{"dtm_result":"FAILURE","message"}`.
     #[error("{0}")]
@@ -70,6 +74,7 @@ impl IntoResponse for ApiError {
                 json!({"message": "method not allowed"}),
             ),
             Self::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, json!({"message": m})),
+            Self::Conflict(m) => (StatusCode::CONFLICT, json!({"message": m})),
             Self::Failure(m) => (
                 StatusCode::CONFLICT,
                 json!({"dtm_result": "FAILURE", "message": m}),

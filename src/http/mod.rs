@@ -3,6 +3,7 @@
 
 mod error;
 mod json;
+mod ops;
 mod trans;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub struct AppState {
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .merge(trans::router())
+        .merge(ops::router())
         .route("/api/ping", any(|| async { Json(json!({"msg": "pong"})) }))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

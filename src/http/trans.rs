@@ -16,8 +16,8 @@ use super::json::{
 };
 use super::{ApiError, AppState};
 use crate::domain::{
-    build_new, validate_gid, BranchInput, GlobalStatus, NewTransInput, Outcome, Trans, TransKind,
-    TransOptions,
+    build_new, next, validate_gid, BranchInput, Event, GlobalStatus, NewTransInput, Outcome, Trans,
+    TransKind, TransOptions,
 };
 use crate::drive::{DriveEnd, DriveReport};
 use crate::store::{Created, Cursor, ListFilter, StoreError};
@@ -34,11 +34,12 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/dtmsvr/abort", post(abort))
         .route("/api/dtmsvr/query", get(query))
         .route("/api/dtmsvr/all", get(all))
+        .route("/api/dtmsvr/prepareWorkflow", post(prepare_workflow))
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
+pub(super) type ApiResult = Result<Json<Value>, ApiError>;
 
-fn success() -> ApiResult {
+pub(super) fn success() -> ApiResult {
     Ok(Json(json!({"dtm_result": "SUCCESS"})))
 }
 
@@ -46,7 +47,7 @@ fn success() -> ApiResult {
 /// real clients send it: `null` anywhere, unknown keys ignored.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct TransBody {
+pub(super) struct TransBody {
     #[serde(deserialize_with = "nullable")]
     gid: String,
     #[serde(deserialize_with = "nullable")]
@@ -77,10 +78,12 @@ struct TransBody {
     concurrent: bool,
     #[serde(deserialize_with = "nullable")]
     rollback_reason: String,
+    #[serde(deserialize_with = "nullable")]
+    req_extra: BTreeMap<String, String>,
 }
 
 impl TransBody {
-    fn kind(&self) -> Result<TransKind, ApiError> {
+    pub(super) fn kind(&self) -> Result<TransKind, ApiError> {
         if self.trans_type.is_empty() {
             return Err(ApiError::BadRequest("trans_type is required".into()));
         }
@@ -156,6 +159,33 @@ async fn new_gid() -> Json<Value> {
 }
 
 async fn prepare(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) -> ApiResult {
+    do_prepare(&s, body).await
+}
+
+async fn submit(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) -> ApiResult {
+    do_submit(&s, body).await
+}
+
+async fn abort(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) -> ApiResult {
+    do_abort(&s, body).await
+}
+
+/// The first time a prepared transaction of `t`'s kind needs attention by
+/// itself: a msg is checked back, a tcc or xa aborted, a workflow called
+/// back, once it outlives its timeout; a saga waits for its submit.
+fn prepared_due(s: &AppState, t: &Trans, now: u64) -> Option<u64> {
+    let timeout = if t.opts.timeout_to_fail > 0 {
+        t.opts.timeout_to_fail
+    } else {
+        s.engine.policy.timeout_to_fail_s
+    };
+    match t.kind {
+        TransKind::Saga => None,
+        _ => Some(now.saturating_add((timeout as u64).saturating_mul(1000))),
+    }
+}
+
+pub(super) async fn do_prepare(s: &AppState, body: TransBody) -> ApiResult {
     let engine = &s.engine;
     let now = engine.now_ms();
     let mut t = build_new(
@@ -192,7 +222,10 @@ async fn prepare(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>)
     }
 }
 
-async fn submit(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) -> ApiResult {
+pub(super) async fn do_submit(s: &AppState, body: TransBody) -> ApiResult {
+    if body.trans_type == TransKind::Workflow.as_str() {
+        return submit_workflow(s, body).await;
+    }
     let engine = &s.engine;
     let now = engine.now_ms();
     let mut t = build_new(
@@ -231,7 +264,7 @@ async fn submit(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) 
             {
                 Ok(l) => l,
                 Err(StoreError::Conflict { actual, .. }) => {
-                    return resubmitted(&s, &t.gid, &actual, wait).await
+                    return resubmitted(s, &t.gid, &actual, wait).await
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -243,7 +276,7 @@ async fn submit(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) 
                 success()
             }
         }
-        Created::Exists(status, _) => resubmitted(&s, &t.gid, status.as_str(), wait).await,
+        Created::Exists(status, _) => resubmitted(s, &t.gid, status.as_str(), wait).await,
     }
 }
 
@@ -271,6 +304,99 @@ async fn resubmitted(s: &AppState, gid: &str, status: &str, wait: bool) -> ApiRe
     }
 }
 
+/// A workflow client's final submit: `req_extra` carries the outcome it
+/// reached (`status`, `rollback_reason`, base64 `result`).
+async fn submit_workflow(s: &AppState, body: TransBody) -> ApiResult {
+    validate_gid(&body.gid, s.max_gid_len)?;
+    let extra = &body.req_extra;
+    let (event, time_field) = match extra.get("status").map(String::as_str) {
+        Some("succeed") => (Event::ClientSucceeded, "finish_ms"),
+        Some("failed") => (Event::ClientFailed, "rollback_ms"),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "workflow submit needs req_extra.status succeed or failed, got {other:?}"
+            )))
+        }
+    };
+    let engine = &s.engine;
+    let now = engine.now_ms();
+    let mut fields = vec![(time_field, now.to_string())];
+    for (key, field) in [("rollback_reason", "reason"), ("result", "result")] {
+        if let Some(v) = extra.get(key).filter(|v| !v.is_empty()) {
+            fields.push((field, v.clone()));
+        }
+    }
+    let to = next(TransKind::Workflow, GlobalStatus::Prepared, event)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    match engine
+        .store
+        .transition(
+            &body.gid,
+            GlobalStatus::Prepared,
+            to,
+            now,
+            None,
+            &engine.owner,
+            &fields,
+        )
+        .await
+    {
+        Ok(_) => {
+            info!(gid = %body.gid, status = %to, "workflow submitted");
+            success()
+        }
+        Err(StoreError::Conflict { actual, .. }) => Err(ApiError::Failure(format!(
+            "current status '{actual}', cannot sumbmit. FAILURE"
+        ))),
+        Err(StoreError::NotFound) => Err(ApiError::NotFound(format!(
+            "no transaction with gid {}",
+            body.gid
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `prepareWorkflow`: creates a prepared workflow, or returns the existing
+/// one, with the progress recorded so far.
+async fn prepare_workflow(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<TransBody>,
+) -> ApiResult {
+    do_prepare_workflow(&s, body).await
+}
+
+pub(super) async fn do_prepare_workflow(s: &AppState, body: TransBody) -> ApiResult {
+    if body.kind()? != TransKind::Workflow {
+        return Err(ApiError::BadRequest(
+            "prepareWorkflow needs trans_type workflow".into(),
+        ));
+    }
+    let engine = &s.engine;
+    let now = engine.now_ms();
+    let mut t = build_new(
+        body.into_input()?,
+        GlobalStatus::Prepared,
+        now,
+        s.max_gid_len,
+    )?;
+    let due = prepared_due(s, &t, now);
+    t.next_ms = due;
+    if engine.store.create_trans(&t, 0, due).await? == Created::New {
+        info!(gid = %t.gid, "workflow prepared");
+        if let Some(at) = due {
+            engine.note_due(at);
+        }
+    }
+    let t =
+        engine.store.load(&t.gid).await?.ok_or_else(|| {
+            ApiError::Unavailable("the workflow expired while it was read".into())
+        })?;
+    Ok(Json(json!({
+        "transaction": trans_json(&t),
+        "progresses": t.branches.iter().map(|b| branch_json(&t, b)).collect::<Vec<_>>(),
+    })))
+}
+
 fn not_success(t: &Trans) -> ApiError {
     if t.reason.is_empty() {
         ApiError::Failure("wait result not return success: FAILURE".into())
@@ -280,7 +406,7 @@ fn not_success(t: &Trans) -> ApiError {
 }
 
 /// The `wait_result` reply of a pass (contract §3.10).
-fn report(joined: Result<DriveReport, tokio::task::JoinError>) -> ApiResult {
+pub(super) fn report(joined: Result<DriveReport, tokio::task::JoinError>) -> ApiResult {
     let r = joined.map_err(|e| ApiError::Internal(format!("transaction pass died: {e}")))?;
     if let DriveEnd::StoreFailed(e) = r.end {
         return Err(e.into());
@@ -303,7 +429,7 @@ fn report(joined: Result<DriveReport, tokio::task::JoinError>) -> ApiResult {
     Err(not_success(&r.trans))
 }
 
-async fn abort(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) -> ApiResult {
+pub(super) async fn do_abort(s: &AppState, body: TransBody) -> ApiResult {
     validate_gid(&body.gid, s.max_gid_len)?;
     let requested = body.kind()?;
     let engine = &s.engine;

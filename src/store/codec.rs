@@ -142,6 +142,15 @@ pub fn branch_row(b: &Branch) -> String {
     )
 }
 
+/// A row split around its position, for `register_branch.lua`, which
+/// numbers new rows itself: `(head, tail)` with value = head + seq + tail.
+pub fn branch_row_parts(b: &Branch) -> (String, String) {
+    (
+        format!("{}\t{}\t", b.status.as_str(), b.update_ms),
+        format!("\t{}\t{}", b.url, b.data),
+    )
+}
+
 /// Decodes one branch row from its field and value.
 pub fn decode_branch(field: &str, value: &str) -> Result<Branch, DecodeError> {
     let (id, op) = field
@@ -319,6 +328,8 @@ mod tests {
         };
         let back = decode_branch(&b.field(), &branch_row(&b)).unwrap();
         assert_eq!(back, b);
+        let (head, tail) = branch_row_parts(&b);
+        assert_eq!(format!("{head}{}{tail}", b.seq), branch_row(&b));
     }
 
     #[test]
@@ -327,6 +338,9 @@ mod tests {
         let claim = include_str!("../../lua/claim_due.lua");
         assert!(claim.contains(&format!("'{}'", GlobalStatus::Succeed.as_str())));
         assert!(claim.contains(&format!("'{}'", GlobalStatus::Failed.as_str())));
+        // register_branch.lua only adds rows to a prepared transaction
+        let register = include_str!("../../lua/register_branch.lua");
+        assert!(register.contains(&format!("'{}'", GlobalStatus::Prepared.as_str())));
     }
 
     #[test]

@@ -538,6 +538,119 @@ impl Store {
         }
     }
 
+    /// `lua/register_branch.lua`: adds `rows` to the prepared transaction
+    /// `gid`, numbering them after the rows it has.
+    pub async fn register_branch(
+        &self,
+        gid: &str,
+        rows: &[crate::domain::Branch],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let k = self.keys.trans(gid);
+        let mut inv = self.scripts.register_branch.prepare_invoke();
+        inv.key(&k.trans) // KEYS[1]
+            .key(&k.branches); // KEYS[2]
+        inv.arg(now_ms);
+        for b in rows {
+            let (head, tail) = codec::branch_row_parts(b);
+            inv.arg(b.field()).arg(head).arg(tail);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let (code, rest) = split_reply(&reply)?;
+        match code {
+            ScriptCode::Ok => Ok(()),
+            ScriptCode::NotFound => Err(StoreError::NotFound),
+            ScriptCode::Conflict => Err(StoreError::Conflict {
+                expected: GlobalStatus::Prepared.as_str().to_owned(),
+                actual: rest.first().map(text).transpose()?.unwrap_or_default(),
+            }),
+            ScriptCode::BranchConflict => Err(StoreError::BranchConflict(
+                rest.first().map(text).transpose()?.unwrap_or_default(),
+            )),
+            other => Err(unexpected("register_branch", other)),
+        }
+    }
+
+    /// `lua/reset_due.lua` for `gids` of `shard`: makes each unfinished one
+    /// due at `now_ms`, when its due score is above `floor_ms` (or always,
+    /// with `None`). Returns how many were reset.
+    pub async fn reset_due(
+        &self,
+        shard: u32,
+        gids: &[String],
+        now_ms: u64,
+        floor_ms: Option<u64>,
+    ) -> Result<usize, StoreError> {
+        if gids.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.scripts.reset_due.prepare_invoke();
+        inv.key(self.keys.due(shard)); // KEYS[1]
+        for gid in gids {
+            inv.key(self.keys.trans(gid).trans); // KEYS[1+i]
+        }
+        inv.arg(now_ms)
+            .arg(floor_ms.map(|f| f.to_string()).unwrap_or_default());
+        for gid in gids {
+            inv.arg(gid);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let (code, rest) = split_reply(&reply)?;
+        if code != ScriptCode::Ok {
+            return Err(unexpected("reset_due", code));
+        }
+        Ok(rest.first().map(int).transpose()?.unwrap_or(0) as usize)
+    }
+
+    /// Makes up to `limit` unfinished transactions whose due time is later
+    /// than `floor_ms` due at `now_ms`, across every shard. Returns how many
+    /// were reset and whether more remain.
+    pub async fn reset_due_after(
+        &self,
+        floor_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<(usize, bool), StoreError> {
+        let mut reset = 0;
+        let mut remaining = false;
+        let mut conn = self.conn.clone();
+        for shard in 0..self.keys.shards() {
+            let room = limit - reset;
+            let later: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(self.keys.due(shard))
+                .arg(format!("({floor_ms}"))
+                .arg("+inf")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(room + 1)
+                .query_async(&mut conn)
+                .await?;
+            if later.len() > room {
+                remaining = true;
+            }
+            let take = &later[..later.len().min(room)];
+            reset += self.reset_due(shard, take, now_ms, Some(floor_ms)).await?;
+            if reset >= limit {
+                for rest in shard + 1..self.keys.shards() {
+                    let more: u64 = redis::cmd("ZCOUNT")
+                        .arg(self.keys.due(rest))
+                        .arg(format!("({floor_ms}"))
+                        .arg("+inf")
+                        .query_async(&mut conn)
+                        .await?;
+                    if more > 0 {
+                        remaining = true;
+                        break;
+                    }
+                }
+                break;
+            }
+        }
+        Ok((reset, remaining))
+    }
+
     /// Drops up to `limit` entries of `shard`'s creation index created
     /// before `cutoff_ms` whose transaction has expired
     /// (`lua/prune_created.lua`). Returns how many were dropped.

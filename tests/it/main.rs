@@ -8,6 +8,8 @@ mod dtmcli;
 mod durability;
 mod lua;
 mod msg;
+mod ops;
 mod replicas;
 mod saga;
 mod support;
+mod two_phase;

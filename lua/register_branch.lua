@@ -1,0 +1,52 @@
+-- register_branch: add branch rows to a prepared transaction (tcc, xa, workflow).
+--
+-- The lease epoch is incremented, so a pass that loaded the transaction before these rows
+-- existed (for example a timeout abort racing this call) cannot write and is redone.
+--
+-- KEYS[1]  trans hash of the transaction
+-- KEYS[2]  branches hash of the transaction
+--
+-- ARGV[1]  now, ms since the Unix epoch (written as update_ms)
+-- ARGV[2 ..]  new rows, triples: field (<branch_id>:<op>), value head, value tail; the stored
+--             value is head .. seq .. tail, where seq = the number of rows before it
+--
+-- Returns:
+--   {OK}
+--   {NOT_FOUND}                no such transaction; nothing written
+--   {CONFLICT, status}         the transaction is not prepared; nothing written
+--   {BRANCH_CONFLICT, field}   a row with this field exists already; nothing written
+--
+-- Writes: HSET branches (the new rows); HINCRBY trans epoch; HSET trans update_ms.
+
+local rcall = redis.call
+local trans_key = KEYS[1]
+local branches_key = KEYS[2]
+local now_ms = ARGV[1]
+local args = ARGV
+
+local OK, NOT_FOUND, CONFLICT, BRANCH_CONFLICT = 1, 3, 4, 6
+
+local status = rcall('HGET', trans_key, 'status')
+if not status then
+  return {NOT_FOUND}
+end
+if status ~= 'prepared' then
+  return {CONFLICT, status}
+end
+for i = 2, #args, 3 do
+  if rcall('HEXISTS', branches_key, args[i]) == 1 then
+    return {BRANCH_CONFLICT, args[i]}
+  end
+end
+
+local seq = rcall('HLEN', branches_key)
+local rows = {}
+for i = 2, #args, 3 do
+  rows[#rows + 1] = args[i]
+  rows[#rows + 1] = args[i + 1] .. seq .. args[i + 2]
+  seq = seq + 1
+end
+rcall('HSET', branches_key, unpack(rows))
+rcall('HINCRBY', trans_key, 'epoch', 1)
+rcall('HSET', trans_key, 'update_ms', now_ms)
+return {OK}
