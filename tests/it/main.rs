@@ -13,3 +13,4 @@ mod replicas;
 mod saga;
 mod support;
 mod two_phase;
+mod workflow;
