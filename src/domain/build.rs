@@ -42,6 +42,8 @@ pub struct NewTransInput {
     pub protocol: String,
     /// Options.
     pub opts: TransOptions,
+    /// Subscriber URLs of the topics named by `topic://` msg steps.
+    pub topics: BTreeMap<String, Vec<String>>,
 }
 
 /// A validated transaction, ready to store.
@@ -352,18 +354,33 @@ fn msg_branches(input: &NewTransInput, now_ms: u64) -> Result<Vec<Branch>, Valid
     check_payloads(input)?;
     let mut rows = Vec::with_capacity(input.steps.len());
     for (i, (step, payload)) in input.steps.iter().zip(&input.payloads).enumerate() {
-        if let Some(topic) = step.action.strip_prefix("topic://") {
-            return Err(invalid(format!("topic not found: {topic}")));
+        let id = format!("{:02}", i + 1);
+        let Some(topic) = step.action.strip_prefix("topic://") else {
+            validate_url(&step.action)?;
+            rows.push(row(
+                id,
+                Op::Action,
+                &step.action,
+                payload,
+                rows.len(),
+                now_ms,
+            ));
+            continue;
+        };
+        // one row per subscriber: 01-01, 01-02, ... (plain 01 for one)
+        let urls = input
+            .topics
+            .get(topic)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| invalid(format!("topic not found: {topic}")))?;
+        for (j, url) in urls.iter().enumerate() {
+            let sub_id = if urls.len() == 1 {
+                id.clone()
+            } else {
+                format!("{id}-{:02}", j + 1)
+            };
+            rows.push(row(sub_id, Op::Action, url, payload, rows.len(), now_ms));
         }
-        validate_url(&step.action)?;
-        rows.push(row(
-            format!("{:02}", i + 1),
-            Op::Action,
-            &step.action,
-            payload,
-            i,
-            now_ms,
-        ));
     }
     Ok(rows)
 }
@@ -387,6 +404,7 @@ mod tests {
             query_prepared: String::new(),
             protocol: String::new(),
             opts: TransOptions::default(),
+            topics: BTreeMap::new(),
         }
     }
 
@@ -551,11 +569,32 @@ mod tests {
         let t = build_new(input(TransKind::Msg, 2, 2), GlobalStatus::Prepared, 5, 128).unwrap();
         let fields: Vec<String> = t.branches.iter().map(Branch::field).collect();
         assert_eq!(fields, ["01:action", "02:action"]);
-        let mut i = input(TransKind::Msg, 1, 1);
+        let mut i = input(TransKind::Msg, 2, 2);
         i.steps[0].action = "topic://orders".into();
-        assert!(build_new(i, GlobalStatus::Prepared, 5, 128)
+        assert!(build_new(i.clone(), GlobalStatus::Prepared, 5, 128)
             .unwrap_err()
             .0
             .contains("topic not found"));
+        i.topics.insert(
+            "orders".into(),
+            vec!["http://s/x".into(), "http://s/y".into()],
+        );
+        let t = build_new(i.clone(), GlobalStatus::Prepared, 5, 128).unwrap();
+        let got: Vec<(String, &str, u32)> = t
+            .branches
+            .iter()
+            .map(|b| (b.field(), b.url.as_str(), b.seq))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("01-01:action".to_string(), "http://s/x", 0),
+                ("01-02:action".to_string(), "http://s/y", 1),
+                ("02:action".to_string(), "http://svc/a1", 2),
+            ]
+        );
+        i.topics.insert("orders".into(), vec!["http://s/x".into()]);
+        let t = build_new(i, GlobalStatus::Prepared, 5, 128).unwrap();
+        assert_eq!(t.branches[0].field(), "01:action");
     }
 }

@@ -138,6 +138,7 @@ impl TransBody {
                 branch_headers: self.branch_headers,
                 concurrent: self.concurrent,
             },
+            topics: BTreeMap::new(),
         })
     }
 }
@@ -170,6 +171,15 @@ async fn abort(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) -
     do_abort(&s, body).await
 }
 
+/// Resolves the `topic://` steps of a msg to their subscribers.
+async fn with_topics(s: &AppState, mut input: NewTransInput) -> Result<NewTransInput, ApiError> {
+    if input.kind == TransKind::Msg {
+        let actions = input.steps.iter().map(|st| st.action.as_str());
+        input.topics = super::kv::resolve_topics(&s.engine.store, actions).await?;
+    }
+    Ok(input)
+}
+
 /// The first time a prepared transaction of `t`'s kind needs attention by
 /// itself: a msg is checked back, a tcc or xa aborted, a workflow called
 /// back, once it outlives its timeout; a saga waits for its submit.
@@ -188,24 +198,9 @@ fn prepared_due(s: &AppState, t: &Trans, now: u64) -> Option<u64> {
 pub(super) async fn do_prepare(s: &AppState, body: TransBody) -> ApiResult {
     let engine = &s.engine;
     let now = engine.now_ms();
-    let mut t = build_new(
-        body.into_input()?,
-        GlobalStatus::Prepared,
-        now,
-        s.max_gid_len,
-    )?;
-    // a prepared msg, tcc or xa needs attention when it times out
-    let due = match t.kind {
-        TransKind::Msg | TransKind::Tcc | TransKind::Xa => {
-            let timeout = if t.opts.timeout_to_fail > 0 {
-                t.opts.timeout_to_fail
-            } else {
-                engine.policy.timeout_to_fail_s
-            };
-            Some(now + timeout as u64 * 1000)
-        }
-        TransKind::Saga | TransKind::Workflow => None,
-    };
+    let input = with_topics(s, body.into_input()?).await?;
+    let mut t = build_new(input, GlobalStatus::Prepared, now, s.max_gid_len)?;
+    let due = prepared_due(s, &t, now);
     t.next_ms = due;
     match engine.store.create_trans(&t, 0, due).await? {
         Created::New => {
@@ -228,12 +223,8 @@ pub(super) async fn do_submit(s: &AppState, body: TransBody) -> ApiResult {
     }
     let engine = &s.engine;
     let now = engine.now_ms();
-    let mut t = build_new(
-        body.into_input()?,
-        GlobalStatus::Submitted,
-        now,
-        s.max_gid_len,
-    )?;
+    let input = with_topics(s, body.into_input()?).await?;
+    let mut t = build_new(input, GlobalStatus::Submitted, now, s.max_gid_len)?;
     let wait = t.opts.wait_result;
     let lease_until = now + engine.lease_ms;
     t.owner = engine.owner.clone();

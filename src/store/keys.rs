@@ -75,6 +75,13 @@ impl Keys {
         format!("{}:created", self.tag(shard))
     }
 
+    /// The data hash and key index of KV category `cat`, under the tag
+    /// `{kv:<cat>}` (one slot per category).
+    pub fn kv(&self, cat: &str) -> (String, String) {
+        let tag = format!("{}:{{kv:{cat}}}", self.prefix);
+        (format!("{tag}:data"), format!("{tag}:keys"))
+    }
+
     /// The deployment's meta hash (shard count).
     pub fn meta(&self) -> String {
         format!("{}:meta", self.prefix)

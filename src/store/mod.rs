@@ -170,6 +170,44 @@ pub struct Claim {
     pub next_due: Option<u64>,
 }
 
+/// One KV entry (dtm's `KVStore`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    /// Category.
+    pub cat: String,
+    /// Key.
+    pub key: String,
+    /// Value (any text).
+    pub value: String,
+    /// Version, 1 at creation, +1 on every update.
+    pub version: u64,
+    /// Creation time, ms.
+    pub create_ms: u64,
+    /// Last update, ms.
+    pub update_ms: u64,
+}
+
+fn decode_kv(cat: &str, key: String, raw: &str) -> Result<KvEntry, DecodeError> {
+    let mut parts = raw.splitn(4, '\t');
+    let mut num = |what: &str| -> Result<u64, DecodeError> {
+        parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| DecodeError(format!("kv {what} of {key:?}")))
+    };
+    let version = num("version")?;
+    let create_ms = num("create_ms")?;
+    let update_ms = num("update_ms")?;
+    Ok(KvEntry {
+        cat: cat.to_owned(),
+        value: parts.next().unwrap_or_default().to_owned(),
+        key,
+        version,
+        create_ms,
+        update_ms,
+    })
+}
+
 /// Filters of a listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListFilter {
@@ -649,6 +687,98 @@ impl Store {
             }
         }
         Ok((reset, remaining))
+    }
+
+    /// `lua/kv_put.lua`: writes `value` (or deletes, with `None`) at
+    /// `cat`/`key` if its version is still `expected` (0: absent). Returns
+    /// the new version.
+    pub async fn kv_put(
+        &self,
+        cat: &str,
+        key: &str,
+        expected: u64,
+        value: Option<&str>,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let (data, keys) = self.keys.kv(cat);
+        let mut inv = self.scripts.kv_put.prepare_invoke();
+        inv.key(&data) // KEYS[1]
+            .key(&keys); // KEYS[2]
+        inv.arg(key)
+            .arg(expected)
+            .arg(now_ms)
+            .arg(if value.is_some() { "put" } else { "delete" })
+            .arg(value.unwrap_or_default());
+        let mut conn = self.conn.clone();
+        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let (code, rest) = split_reply(&reply)?;
+        match code {
+            ScriptCode::Ok => Ok(rest.first().map(int).transpose()?.unwrap_or(0) as u64),
+            ScriptCode::NotFound => Err(StoreError::NotFound),
+            ScriptCode::Conflict => Err(StoreError::Conflict {
+                expected: expected.to_string(),
+                actual: rest.first().map(text).transpose()?.unwrap_or_default(),
+            }),
+            other => Err(unexpected("kv_put", other)),
+        }
+    }
+
+    /// One KV entry, if present.
+    pub async fn kv_get(&self, cat: &str, key: &str) -> Result<Option<KvEntry>, StoreError> {
+        let (data, _) = self.keys.kv(cat);
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = redis::cmd("HGET")
+            .arg(&data)
+            .arg(key)
+            .query_async(&mut conn)
+            .await?;
+        Ok(raw
+            .map(|r| decode_kv(cat, key.to_owned(), &r))
+            .transpose()?)
+    }
+
+    /// Up to `limit` entries of `cat` with keys after `after`, in key
+    /// order, and whether more follow.
+    pub async fn kv_scan(
+        &self,
+        cat: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<KvEntry>, bool), StoreError> {
+        let (data, keys) = self.keys.kv(cat);
+        let mut conn = self.conn.clone();
+        let start = if after.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("({after}")
+        };
+        let mut found: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&keys)
+            .arg(start)
+            .arg("+")
+            .arg("BYLEX")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 1)
+            .query_async(&mut conn)
+            .await?;
+        let more = found.len() > limit;
+        found.truncate(limit);
+        if found.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let raws: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&data)
+            .arg(&found)
+            .query_async(&mut conn)
+            .await?;
+        let mut out = Vec::with_capacity(found.len());
+        for (key, raw) in found.into_iter().zip(raws) {
+            if let Some(raw) = raw {
+                out.push(decode_kv(cat, key, &raw)?);
+            }
+        }
+        Ok((out, more))
     }
 
     /// Drops up to `limit` entries of `shard`'s creation index created

@@ -3,7 +3,7 @@
 use redis::Script;
 
 /// `(name, source)` of every script, in `lua/`.
-pub const SOURCES: [(&str, &str); 7] = [
+pub const SOURCES: [(&str, &str); 8] = [
     ("create_trans", include_str!("../../lua/create_trans.lua")),
     ("claim_due", include_str!("../../lua/claim_due.lua")),
     ("record", include_str!("../../lua/record.lua")),
@@ -14,6 +14,7 @@ pub const SOURCES: [(&str, &str); 7] = [
         include_str!("../../lua/register_branch.lua"),
     ),
     ("reset_due", include_str!("../../lua/reset_due.lua")),
+    ("kv_put", include_str!("../../lua/kv_put.lua")),
 ];
 
 /// Every script, ready to call by SHA (`redis::Script` sends EVALSHA and
@@ -33,6 +34,8 @@ pub struct Scripts {
     pub register_branch: Script,
     /// `lua/reset_due.lua`
     pub reset_due: Script,
+    /// `lua/kv_put.lua`
+    pub kv_put: Script,
 }
 
 impl Scripts {
@@ -46,11 +49,12 @@ impl Scripts {
             prune_created: Script::new(SOURCES[4].1),
             register_branch: Script::new(SOURCES[5].1),
             reset_due: Script::new(SOURCES[6].1),
+            kv_put: Script::new(SOURCES[7].1),
         }
     }
 
     /// `(name, script)` of every script, for loading at start.
-    pub fn all(&self) -> [(&'static str, &Script); 7] {
+    pub fn all(&self) -> [(&'static str, &Script); 8] {
         [
             (SOURCES[0].0, &self.create_trans),
             (SOURCES[1].0, &self.claim_due),
@@ -59,6 +63,7 @@ impl Scripts {
             (SOURCES[4].0, &self.prune_created),
             (SOURCES[5].0, &self.register_branch),
             (SOURCES[6].0, &self.reset_due),
+            (SOURCES[7].0, &self.kv_put),
         ]
     }
 }

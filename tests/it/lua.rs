@@ -36,6 +36,7 @@ fn saga(gid: &str, status: GlobalStatus, now: u64) -> dtx::domain::Trans {
             query_prepared: String::new(),
             protocol: String::new(),
             opts: TransOptions::default(),
+            topics: Default::default(),
         },
         status,
         now,

@@ -12,5 +12,6 @@ mod ops;
 mod replicas;
 mod saga;
 mod support;
+mod topics;
 mod two_phase;
 mod workflow;

@@ -22,7 +22,10 @@ async fn workflow_records_progress_and_takes_the_clients_outcome() {
     assert_eq!(reply["transaction"]["gid"], g);
     assert_eq!(reply["transaction"]["status"], "prepared");
     assert_eq!(reply["progresses"], json!([]));
-    for (id, op, st, data) in [("01", "action", "succeed", "ok-1"), ("02", "action", "failed", "no money")] {
+    for (id, op, st, data) in [
+        ("01", "action", "succeed", "ok-1"),
+        ("02", "action", "failed", "no money"),
+    ] {
         let (status, r) = app
             .post(
                 "registerBranch",
@@ -60,12 +63,19 @@ async fn workflow_records_progress_and_takes_the_clients_outcome() {
     assert_eq!(q["transaction"]["status"], "failed");
     assert_eq!(q["transaction"]["rollback_reason"], "no money");
     let (status, _) = app
-        .post("submit", &json!({"gid": g, "trans_type": "workflow", "req_extra": {"status": "succeed"}}))
+        .post(
+            "submit",
+            &json!({"gid": g, "trans_type": "workflow", "req_extra": {"status": "succeed"}}),
+        )
         .await;
     assert_eq!(status, 409);
 
     let g2 = gid("wf-ok");
-    app.post("prepareWorkflow", &json!({"gid": g2, "trans_type": "workflow"})).await;
+    app.post(
+        "prepareWorkflow",
+        &json!({"gid": g2, "trans_type": "workflow"}),
+    )
+    .await;
     let (status, _) = app
         .post(
             "submit",
@@ -78,7 +88,10 @@ async fn workflow_records_progress_and_takes_the_clients_outcome() {
     assert_eq!(q["transaction"]["status"], "succeed");
     assert_eq!(q["transaction"]["result"], "ZG9uZQ==");
     let (status, _) = app
-        .post("submit", &json!({"gid": g2, "trans_type": "workflow", "req_extra": {}}))
+        .post(
+            "submit",
+            &json!({"gid": g2, "trans_type": "workflow", "req_extra": {}}),
+        )
         .await;
     assert_eq!(status, 400);
 }
@@ -96,7 +109,11 @@ async fn a_quiet_workflow_is_called_back_with_backoff_until_it_submits() {
     });
     app.post("prepareWorkflow", &prepare).await;
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    let calls: Vec<_> = b.calls().into_iter().filter(|c| c.path == "resume").collect();
+    let calls: Vec<_> = b
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == "resume")
+        .collect();
     assert!(calls.len() >= 2, "{} callbacks", calls.len());
     let first = &calls[0];
     assert_eq!(first.method, "POST");
