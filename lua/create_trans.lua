@@ -31,15 +31,22 @@ local args = ARGV
 
 local OK, EXISTS = 1, 2
 
+-- HSET args[from .. to] in chunks: Lua's unpack is limited to a few thousand values
+local function hset_range(key, from, to)
+  for i = from, to, 1000 do
+    rcall('HSET', key, unpack(args, i, math.min(i + 999, to)))
+  end
+end
+
 if rcall('EXISTS', trans_key) == 1 then
   local current = rcall('HMGET', trans_key, 'status', 'kind')
   return {EXISTS, current[1], current[2]}
 end
 
 local trans_end = 4 + 2 * n_fields
-rcall('HSET', trans_key, unpack(args, 5, trans_end))
+hset_range(trans_key, 5, trans_end)
 if #args > trans_end then
-  rcall('HSET', branches_key, unpack(args, trans_end + 1, #args))
+  hset_range(branches_key, trans_end + 1, #args)
 end
 rcall('ZADD', created_key, now_ms, gid)
 if due_ms ~= '' then

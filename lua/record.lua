@@ -79,8 +79,9 @@ for i = first_branch, #args, 3 do
 end
 
 -- all guards passed: write
-if #rows > 0 then
-  rcall('HSET', branches_key, unpack(rows))
+-- (in chunks: Lua's unpack is limited to a few thousand values)
+for i = 1, #rows, 1000 do
+  rcall('HSET', branches_key, unpack(rows, i, math.min(i + 999, #rows)))
 end
 local fields = {}
 for i = 10, first_branch - 1 do

@@ -46,7 +46,10 @@ for i = 2, #args, 3 do
   rows[#rows + 1] = args[i + 1] .. seq .. args[i + 2]
   seq = seq + 1
 end
-rcall('HSET', branches_key, unpack(rows))
+-- in chunks: Lua's unpack is limited to a few thousand values
+for i = 1, #rows, 1000 do
+  rcall('HSET', branches_key, unpack(rows, i, math.min(i + 999, #rows)))
+end
 rcall('HINCRBY', trans_key, 'epoch', 1)
 rcall('HSET', trans_key, 'update_ms', now_ms)
 return {OK}

@@ -8,6 +8,9 @@
 --          unfinished candidate, scheduled or not
 -- ARGV[2+i]  gid of candidate i, in the order of the keys
 --
+-- A candidate whose lease is live (an owner is set and its due score, the lease expiry, is after
+-- now) is left alone: a replica is driving it right now.
+--
 -- Returns:
 --   {OK, reset}   reset: how many candidates were made due now
 --
@@ -25,10 +28,12 @@ local OK = 1
 local reset = 0
 for i = 2, #keys do
   local gid = args[i + 1]
-  local status = rcall('HGET', keys[i], 'status')
+  local current = rcall('HMGET', keys[i], 'status', 'owner')
+  local status, owner = current[1], current[2]
   if status and status ~= 'succeed' and status ~= 'failed' then
     local score = rcall('ZSCORE', due_key, gid)
-    if floor == '' or (score and tonumber(score) > tonumber(floor)) then
+    local leased = owner and owner ~= '' and score and tonumber(score) > tonumber(now_ms)
+    if not leased and (floor == '' or (score and tonumber(score) > tonumber(floor))) then
       rcall('ZADD', due_key, now_ms, gid)
       rcall('HSET', keys[i], 'next_ms', now_ms)
       reset = reset + 1

@@ -8,6 +8,7 @@
 //! create and one final write, whatever its step count.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
@@ -15,8 +16,8 @@ use futures_util::future::join_all;
 use tracing::{debug, warn};
 
 use crate::domain::{
-    next, plan, settle, BranchStatus, Event, GlobalStatus, Op, Outcome, Plan, Settled, Trans,
-    TransKind,
+    deadline, next, plan, settle, BranchStatus, Event, GlobalStatus, Op, Outcome, Plan, Settled,
+    Trans, TransKind,
 };
 use crate::scheduler::Engine;
 use crate::store::{Record, Schedule, StoreError};
@@ -119,13 +120,31 @@ impl Pass<'_> {
                 Plan::CheckBack if self.t.kind == TransKind::Workflow => {
                     // the client resumes and submits by itself; whatever the
                     // callback answers, look again after a backoff
-                    let outcome = self.engine.caller.workflow_callback(&self.t).await;
+                    let callback = self.engine.caller.workflow_callback(&self.t);
+                    let outcome = under_lease(
+                        self.engine,
+                        &self.t,
+                        self.epoch,
+                        &mut self.lease_until,
+                        &mut self.pending,
+                        callback,
+                    )
+                    .await?;
                     debug!(gid = %self.t.gid, outcome = ?outcome, "workflow called back");
                     self.last_error = Some(outcome);
                     return self.wait_for_retry(true).await;
                 }
                 Plan::CheckBack => {
-                    let outcome = self.engine.caller.check_back(&self.t).await;
+                    let check = self.engine.caller.check_back(&self.t);
+                    let outcome = under_lease(
+                        self.engine,
+                        &self.t,
+                        self.epoch,
+                        &mut self.lease_until,
+                        &mut self.pending,
+                        check,
+                    )
+                    .await?;
                     match outcome {
                         Outcome::Succeeded => {
                             self.change_status(Event::CheckBackConfirmed, None).await?;
@@ -169,28 +188,16 @@ impl Pass<'_> {
         let outcomes = {
             let t = &self.t;
             let caller = &self.engine.caller;
-            let mut calls = pin!(join_all(
-                rows.iter().map(|&i| caller.call_branch(t, &t.branches[i]))
-            ));
-            loop {
-                let renew_in = self
-                    .lease_until
-                    .saturating_sub(self.engine.lease_ms / 2)
-                    .saturating_sub(self.engine.now_ms());
-                tokio::select! {
-                    outcomes = &mut calls => break outcomes,
-                    _ = tokio::time::sleep(Duration::from_millis(renew_in)) => {
-                        let until = self.engine.now_ms() + self.engine.lease_ms;
-                        write(self.engine, t, self.epoch, &mut self.pending, None, Vec::new(), Schedule::Hold(until)).await?;
-                        self.lease_until = until;
-                    }
-                    _ = self.engine.hard_stop() => {
-                        let now = self.engine.now_ms();
-                        write(self.engine, t, self.epoch, &mut self.pending, None, Vec::new(), Schedule::Release(now)).await?;
-                        return Err(DriveEnd::Stopped);
-                    }
-                }
-            }
+            let calls = join_all(rows.iter().map(|&i| caller.call_branch(t, &t.branches[i])));
+            under_lease(
+                self.engine,
+                t,
+                self.epoch,
+                &mut self.lease_until,
+                &mut self.pending,
+                calls,
+            )
+            .await?
         };
         let mut give_up = None;
         for (&i, outcome) in rows.iter().zip(outcomes) {
@@ -284,9 +291,13 @@ impl Pass<'_> {
         };
         let now = self.engine.now_ms();
         let mut at = now + delay;
-        // a saga with a timeout is looked at again when it times out
-        if self.t.kind == TransKind::Saga && self.t.opts.timeout_to_fail > 0 {
-            at = at.min(self.t.create_ms + self.t.opts.timeout_to_fail as u64 * 1000);
+        // a submitted saga with a timeout is looked at again when it times
+        // out (once aborting, the timeout no longer matters)
+        if self.t.kind == TransKind::Saga
+            && self.t.status == GlobalStatus::Submitted
+            && self.t.opts.timeout_to_fail > 0
+        {
+            at = at.min(deadline(self.t.create_ms, self.t.opts.timeout_to_fail));
         }
         let at = at.max(now);
         let fields = vec![("attempt", self.t.attempt.to_string())];
@@ -315,6 +326,50 @@ impl Pass<'_> {
             self.lease_until = until;
         }
         Ok(())
+    }
+}
+
+/// Awaits `work` (branch calls) while keeping the lease: renews it before
+/// half of it is gone (first, if it already is), and on a hard stop hands
+/// it back and abandons the work.
+async fn under_lease<F: Future>(
+    engine: &Engine,
+    t: &Trans,
+    epoch: u64,
+    lease_until: &mut u64,
+    pending: &mut Vec<(String, BranchStatus, BranchStatus)>,
+    work: F,
+) -> Result<F::Output, DriveEnd> {
+    let mut work = pin!(work);
+    loop {
+        let renew_at = lease_until.saturating_sub(engine.lease_ms / 2);
+        let now = engine.now_ms();
+        if now >= renew_at {
+            // never start or keep calling on a lease that is about to end
+            let until = now + engine.lease_ms;
+            write(
+                engine,
+                t,
+                epoch,
+                pending,
+                None,
+                Vec::new(),
+                Schedule::Hold(until),
+            )
+            .await?;
+            *lease_until = until;
+            continue;
+        }
+        tokio::select! {
+            biased;
+            _ = engine.hard_stop() => {
+                let now = engine.now_ms();
+                write(engine, t, epoch, pending, None, Vec::new(), Schedule::Release(now)).await?;
+                return Err(DriveEnd::Stopped);
+            }
+            _ = tokio::time::sleep(Duration::from_millis(renew_at - now)) => {}
+            out = &mut work => return Ok(out),
+        }
     }
 }
 

@@ -152,7 +152,9 @@ impl Engine {
                 more: true,
             };
         }
-        let batch = self.settings.claim_batch.min(capacity);
+        // share the room between the shards, so one look cannot overshoot it
+        let shards = self.store.keys().shards() as usize;
+        let batch = self.settings.claim_batch.min(capacity.div_ceil(shards));
         let now = self.now_ms();
         let lease_until = now + self.lease_ms;
         self.earliest.store(u64::MAX, Ordering::Relaxed);

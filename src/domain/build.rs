@@ -46,6 +46,16 @@ pub struct NewTransInput {
     pub topics: BTreeMap<String, Vec<String>>,
 }
 
+/// Most steps in one saga or msg (each is one or two branch rows).
+pub const MAX_STEPS: usize = 1000;
+
+/// Longest duration a client may give in seconds (10 years): larger values
+/// could only overflow the time arithmetic.
+pub const MAX_SECONDS: i64 = 315_360_000;
+
+/// Most immediate retries a saga may ask for.
+pub const MAX_RETRY_LIMIT: i64 = 1000;
+
 /// A validated transaction, ready to store.
 pub type NewTrans = Trans;
 
@@ -249,15 +259,24 @@ pub fn build_new(
         )));
     }
     validate_url(&input.query_prepared)?;
-    for (name, value) in [
-        ("timeout_to_fail", input.opts.timeout_to_fail),
-        ("request_timeout", input.opts.request_timeout),
-        ("retry_interval", input.opts.retry_interval),
-        ("retry_limit", input.opts.retry_limit),
+    for (name, value, max) in [
+        ("timeout_to_fail", input.opts.timeout_to_fail, MAX_SECONDS),
+        ("request_timeout", input.opts.request_timeout, MAX_SECONDS),
+        ("retry_interval", input.opts.retry_interval, MAX_SECONDS),
+        ("retry_limit", input.opts.retry_limit, MAX_RETRY_LIMIT),
     ] {
         if value < 0 {
             return Err(invalid(format!("{name} must not be negative")));
         }
+        if value > max {
+            return Err(invalid(format!("{name} must be at most {max}")));
+        }
+    }
+    if input.steps.len() > MAX_STEPS {
+        return Err(invalid(format!(
+            "{} steps: a transaction has at most {MAX_STEPS}",
+            input.steps.len()
+        )));
     }
     for (name, value) in &input.opts.branch_headers {
         if name.is_empty()
@@ -275,8 +294,18 @@ pub fn build_new(
         TransKind::Tcc | TransKind::Xa | TransKind::Workflow => Vec::new(),
     };
     if input.kind == TransKind::Msg && !input.custom_data.trim().is_empty() {
-        serde_json::from_str::<serde_json::Value>(&input.custom_data)
+        let custom: serde_json::Value = serde_json::from_str(&input.custom_data)
             .map_err(|e| invalid(format!("custom_data is not JSON: {e}")))?;
+        if let Some(delay) = custom.get("delay") {
+            if !delay
+                .as_i64()
+                .is_some_and(|d| (0..=MAX_SECONDS).contains(&d))
+            {
+                return Err(invalid(format!(
+                    "custom_data.delay must be 0 to {MAX_SECONDS} seconds"
+                )));
+            }
+        }
     }
     Ok(Trans {
         gid: input.gid,
@@ -445,6 +474,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.0.contains("1 payloads for 2 steps"), "{err}");
+    }
+
+    #[test]
+    fn numbers_are_bounded() {
+        let mut i = input(TransKind::Saga, 1, 1);
+        i.opts.timeout_to_fail = i64::MAX;
+        assert!(build_new(i, GlobalStatus::Submitted, 5, 128).is_err());
+        let mut i = input(TransKind::Saga, 1, 1);
+        i.opts.retry_interval = MAX_SECONDS + 1;
+        assert!(build_new(i, GlobalStatus::Submitted, 5, 128).is_err());
+        let mut i = input(TransKind::Saga, 1, 1);
+        i.opts.retry_limit = MAX_RETRY_LIMIT + 1;
+        assert!(build_new(i, GlobalStatus::Submitted, 5, 128).is_err());
+        let i = input(TransKind::Saga, MAX_STEPS + 1, MAX_STEPS + 1);
+        assert!(build_new(i, GlobalStatus::Submitted, 5, 128).is_err());
+        let mut i = input(TransKind::Msg, 1, 1);
+        i.custom_data = format!("{{\"delay\":{}}}", i64::MAX);
+        assert!(build_new(i.clone(), GlobalStatus::Submitted, 5, 128).is_err());
+        i.custom_data = "{\"delay\":-1}".into();
+        assert!(build_new(i.clone(), GlobalStatus::Submitted, 5, 128).is_err());
+        i.custom_data = "{\"delay\":10}".into();
+        assert!(build_new(i, GlobalStatus::Submitted, 5, 128).is_ok());
     }
 
     #[test]

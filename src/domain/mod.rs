@@ -13,11 +13,11 @@ mod transition;
 
 pub use build::{
     build_new, build_registered, is_grpc_shaped, validate_branch_id, validate_gid, validate_url,
-    BranchInput, NewTrans, NewTransInput, ValidationError,
+    BranchInput, NewTrans, NewTransInput, ValidationError, MAX_RETRY_LIMIT, MAX_SECONDS, MAX_STEPS,
 };
 pub use model::{
     Branch, BranchStatus, GlobalStatus, Op, SagaCustom, Trans, TransKind, TransOptions,
 };
-pub use plan::{plan, settle, Outcome, Plan, Settled};
+pub use plan::{deadline, plan, settle, Outcome, Plan, Settled};
 pub use retry::{Policy, RetryPolicy};
 pub use transition::{mermaid, next, Event, InvalidTransition};

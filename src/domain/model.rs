@@ -319,7 +319,7 @@ impl Trans {
             return 0;
         }
         serde_json::from_str::<MsgCustom>(&self.custom_data)
-            .map(|c| c.delay.max(0) as u64 * 1000)
+            .map(|c| (c.delay.max(0) as u64).saturating_mul(1000))
             .unwrap_or(0)
     }
 

@@ -124,27 +124,22 @@ struct SagaStep {
 }
 
 fn saga_steps(t: &Trans) -> Vec<SagaStep> {
-    let mut steps: Vec<(String, Option<usize>, Option<usize>)> = Vec::new();
-    let mut order: Vec<usize> = (0..t.branches.len()).collect();
-    order.sort_by_key(|&i| t.branches[i].seq);
-    for i in order {
-        let b = &t.branches[i];
-        let pos = match steps.iter().position(|(id, _, _)| *id == b.id) {
-            Some(p) => p,
-            None => {
-                steps.push((b.id.clone(), None, None));
-                steps.len() - 1
-            }
-        };
+    // build_new numbers step i's rows 2i (compensate) and 2i + 1 (action)
+    let n = t.branches.len() / 2;
+    let mut action = vec![None; n];
+    let mut compensate = vec![None; n];
+    for (i, b) in t.branches.iter().enumerate() {
+        let step = b.seq as usize / 2;
         match b.op {
-            Op::Action => steps[pos].1 = Some(i),
-            Op::Compensate => steps[pos].2 = Some(i),
+            Op::Action if step < n => action[step] = Some(i),
+            Op::Compensate if step < n => compensate[step] = Some(i),
             _ => {}
         }
     }
-    steps
+    action
         .into_iter()
-        .filter_map(|(_, a, c)| {
+        .zip(compensate)
+        .filter_map(|(a, c)| {
             Some(SagaStep {
                 action: a?,
                 compensate: c?,
@@ -171,9 +166,9 @@ fn plan_saga(t: &Trans, now_ms: u64) -> Plan {
     match t.status {
         GlobalStatus::Prepared => Plan::Idle,
         GlobalStatus::Submitted => {
-            let timeout = t.opts.timeout_to_fail;
-            if timeout > 0 && now_ms >= t.create_ms + timeout as u64 * 1000 {
-                return transition(t, Event::TimedOut, Some(timeout_reason(t)));
+            // all done wins over a timeout that passed meanwhile (as in dtm)
+            if (0..steps.len()).all(|i| status(i) == BranchStatus::Succeed) {
+                return transition(t, Event::Completed, None);
             }
             if (0..steps.len()).any(|i| status(i) == BranchStatus::Failed) {
                 let reason = if t.reason.is_empty() {
@@ -182,6 +177,10 @@ fn plan_saga(t: &Trans, now_ms: u64) -> Plan {
                     t.reason.clone()
                 };
                 return transition(t, Event::ActionFailed, Some(reason));
+            }
+            let timeout = t.opts.timeout_to_fail;
+            if timeout > 0 && now_ms >= deadline(t.create_ms, timeout) {
+                return transition(t, Event::TimedOut, Some(timeout_reason(t)));
             }
             let runnable: Vec<usize> = (0..steps.len())
                 .filter(|&i| status(i) == BranchStatus::Prepared && ready(i))
@@ -226,13 +225,18 @@ fn plan_saga(t: &Trans, now_ms: u64) -> Plan {
     }
 }
 
+/// `timeout_s` seconds after `start_ms`, saturating.
+pub fn deadline(start_ms: u64, timeout_s: i64) -> u64 {
+    start_ms.saturating_add((timeout_s.max(0) as u64).saturating_mul(1000))
+}
+
 fn prepared_deadline(t: &Trans, policy: &Policy) -> u64 {
     let timeout = if t.opts.timeout_to_fail > 0 {
         t.opts.timeout_to_fail
     } else {
         policy.timeout_to_fail_s
     };
-    t.create_ms + timeout as u64 * 1000
+    deadline(t.create_ms, timeout)
 }
 
 fn plan_msg(t: &Trans, now_ms: u64, policy: &Policy) -> Plan {
@@ -246,7 +250,7 @@ fn plan_msg(t: &Trans, now_ms: u64, policy: &Policy) -> Plan {
             }
         }
         GlobalStatus::Submitted => {
-            let start = t.create_ms + t.msg_delay_ms();
+            let start = t.create_ms.saturating_add(t.msg_delay_ms());
             if now_ms < start {
                 return Plan::WaitUntil(start);
             }
@@ -424,6 +428,22 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(urls(&t, &plan(&t, 6_000, &POLICY)), ["http://s/c1"]);
+    }
+
+    #[test]
+    fn a_saga_whose_actions_all_succeeded_is_not_timed_out() {
+        let mut t = saga(1, "");
+        t.opts.timeout_to_fail = 1;
+        let i = t
+            .branches
+            .iter()
+            .position(|b| b.url == "http://s/a0")
+            .unwrap();
+        settle(&mut t, i, &Outcome::Succeeded);
+        match plan(&t, 60_000, &POLICY) {
+            Plan::Transition { to, .. } => assert_eq!(to, GlobalStatus::Succeed),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

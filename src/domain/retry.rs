@@ -17,7 +17,7 @@ impl RetryPolicy {
     /// set, else the configured base.
     pub fn base_for(&self, retry_interval_s: i64) -> u64 {
         if retry_interval_s > 0 {
-            retry_interval_s as u64 * 1000
+            (retry_interval_s as u64).saturating_mul(1000)
         } else {
             self.base_ms
         }

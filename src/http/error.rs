@@ -37,6 +37,11 @@ pub enum ApiError {
     /// `{"dtm_result":"ONGOING","message"}`.
     #[error("{0}")]
     Ongoing(String),
+    /// A branch answered with an error while the caller waited
+    /// (`wait_result`). Returns `500 Internal Server Error` `{"message"}`
+    /// with the branch's error, as dtm does.
+    #[error("{0}")]
+    Branch(String),
     /// Redis is away. Returns `503 Service Unavailable` `{"message"}`.
     #[error("{0}")]
     Unavailable(String),
@@ -84,6 +89,7 @@ impl IntoResponse for ApiError {
                 json!({"dtm_result": "ONGOING", "message": m}),
             ),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({"message": m})),
+            Self::Branch(m) => (StatusCode::INTERNAL_SERVER_ERROR, json!({"message": m})),
             Self::Internal(m) => {
                 error!(error = %m, "internal error");
                 (

@@ -227,48 +227,66 @@ pub(super) async fn do_submit(s: &AppState, body: TransBody) -> ApiResult {
     let mut t = build_new(input, GlobalStatus::Submitted, now, s.max_gid_len)?;
     let wait = t.opts.wait_result;
     let lease_until = now + engine.lease_ms;
+    // msg, tcc and xa are usually prepared first: take that one over
+    // before trying to create (one script instead of two)
+    if t.kind != TransKind::Saga {
+        match take_prepared(s, &t.gid, now, lease_until).await {
+            Ok(pass) => return if wait { report(pass.await) } else { success() },
+            Err(StoreError::NotFound) => {}
+            Err(StoreError::Conflict { actual, .. }) => {
+                return resubmitted(s, &t.gid, &actual, wait).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     t.owner = engine.owner.clone();
     t.next_ms = Some(lease_until);
-    match engine.store.create_trans(&t, 1, Some(lease_until)).await? {
+    let pass = match engine.store.create_trans(&t, 1, Some(lease_until)).await? {
         Created::New => {
             info!(gid = %t.gid, kind = %t.kind, "submitted");
-            let pass = engine.spawn_drive(t, 1, lease_until);
-            if wait {
-                report(pass.await)
-            } else {
-                success()
-            }
+            engine.spawn_drive(t, 1, lease_until)
         }
         Created::Exists(GlobalStatus::Prepared, _) => {
-            let leased = match engine
-                .store
-                .transition(
-                    &t.gid,
-                    GlobalStatus::Prepared,
-                    GlobalStatus::Submitted,
-                    now,
-                    Some(lease_until),
-                    &engine.owner,
-                    &[],
-                )
-                .await
-            {
-                Ok(l) => l,
+            match take_prepared(s, &t.gid, now, lease_until).await {
+                Ok(pass) => pass,
                 Err(StoreError::Conflict { actual, .. }) => {
                     return resubmitted(s, &t.gid, &actual, wait).await
                 }
                 Err(e) => return Err(e.into()),
-            };
-            info!(gid = %t.gid, "prepared transaction submitted");
-            let pass = engine.spawn_drive(leased.trans, leased.epoch, lease_until);
-            if wait {
-                report(pass.await)
-            } else {
-                success()
             }
         }
-        Created::Exists(status, _) => resubmitted(s, &t.gid, status.as_str(), wait).await,
+        Created::Exists(status, _) => return resubmitted(s, &t.gid, status.as_str(), wait).await,
+    };
+    if wait {
+        report(pass.await)
+    } else {
+        success()
     }
+}
+
+/// Moves the prepared transaction `gid` to submitted, taking its lease,
+/// and starts driving it.
+async fn take_prepared(
+    s: &AppState,
+    gid: &str,
+    now: u64,
+    lease_until: u64,
+) -> Result<tokio::task::JoinHandle<DriveReport>, StoreError> {
+    let engine = &s.engine;
+    let leased = engine
+        .store
+        .transition(
+            gid,
+            GlobalStatus::Prepared,
+            GlobalStatus::Submitted,
+            now,
+            Some(lease_until),
+            &engine.owner,
+            &[],
+        )
+        .await?;
+    info!(gid = %gid, "prepared transaction submitted");
+    Ok(engine.spawn_drive(leased.trans, leased.epoch, lease_until))
 }
 
 /// A submit for a gid that already moved past `prepared`.
@@ -278,8 +296,18 @@ async fn resubmitted(s: &AppState, gid: &str, status: &str, wait: bool) -> ApiRe
             "current status '{status}', cannot sumbmit. FAILURE"
         )));
     }
-    // already submitted: it is being driven; dtm accepts the repeat
+    // already submitted: dtm processes it again at once; we make it due
+    // now unless a replica is driving it this moment
     if !wait {
+        let store = &s.engine.store;
+        let now = s.engine.now_ms();
+        if store
+            .reset_due(store.keys().shard_of(gid), &[gid.to_owned()], now, None)
+            .await?
+            > 0
+        {
+            s.engine.note_due(now);
+        }
         return success();
     }
     let deadline = s.engine.now_ms() + 10_000;
@@ -319,6 +347,22 @@ async fn submit_workflow(s: &AppState, body: TransBody) -> ApiResult {
     }
     let to = next(TransKind::Workflow, GlobalStatus::Prepared, event)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // the kind of a gid never changes: check it before the status CAS
+    match engine.store.load(&body.gid).await? {
+        Some(t) if t.kind == TransKind::Workflow => {}
+        Some(t) => {
+            return Err(ApiError::BadRequest(format!(
+                "{} is a {} transaction, not a workflow",
+                body.gid, t.kind
+            )))
+        }
+        None => {
+            return Err(ApiError::NotFound(format!(
+                "no transaction with gid {}",
+                body.gid
+            )))
+        }
+    }
     match engine
         .store
         .transition(
@@ -409,7 +453,7 @@ pub(super) fn report(joined: Result<DriveReport, tokio::task::JoinError>) -> Api
     // branch error that stopped them
     if r.trans.kind != TransKind::Saga && !r.trans.status.is_final() {
         match r.last_error {
-            Some(Outcome::Unknown(e)) => return Err(ApiError::Internal(e)),
+            Some(Outcome::Unknown(e)) => return Err(ApiError::Branch(e)),
             Some(Outcome::Failed(e)) => return Err(ApiError::Failure(e)),
             Some(Outcome::Ongoing) if r.trans.kind != TransKind::Msg => {
                 return Err(ApiError::Ongoing("ONGOING".into()))

@@ -549,3 +549,45 @@ async fn prune_created_drops_only_expired_old_entries() {
     assert_eq!(zscore(&redis, &created, &gids[2]), Some(1_002.0));
     assert_eq!(st.prune_created(shard, 1_001, 100).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn reset_due_leaves_live_leases_alone() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let st = store(&redis, &p).await;
+    let mut held = saga("held", GlobalStatus::Submitted, 1_000);
+    held.owner = "r1".into();
+    st.create_trans(&held, 1, Some(9_000)).await.unwrap();
+    st.create_trans(
+        &saga("idle", GlobalStatus::Submitted, 1_000),
+        1,
+        Some(60_000),
+    )
+    .await
+    .unwrap();
+    let before = snapshot(&redis, &p);
+    let shard = st.keys().shard_of("held");
+    assert_eq!(
+        st.reset_due(shard, &["held".into()], 2_000, None)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(snapshot(&redis, &p), before);
+    let shard = st.keys().shard_of("idle");
+    assert_eq!(
+        st.reset_due(shard, &["idle".into()], 2_000, None)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(zscore(&redis, &st.keys().due(shard), "idle"), Some(2_000.0));
+    // past its expiry a lease no longer protects
+    let shard = st.keys().shard_of("held");
+    assert_eq!(
+        st.reset_due(shard, &["held".into()], 10_000, None)
+            .await
+            .unwrap(),
+        1
+    );
+}

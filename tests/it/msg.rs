@@ -174,3 +174,35 @@ async fn msg_action_failure_is_retried_until_success() {
     app.wait_status(&g, "succeed", 5).await;
     assert_eq!(b.paths_for(&g), ["m1", "m1", "m1", "m2"]);
 }
+
+#[tokio::test]
+async fn a_slow_check_back_keeps_its_lease_and_runs_once() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis).await;
+    let b = Branches::start().await;
+    // slower than the 2 s lease of the test settings
+    b.script("qp", &[Reply::Slow(2600)]);
+    let g = gid("msg-slow-check");
+    let mut body = msg_body(&g, &b);
+    body["timeout_to_fail"] = json!(1);
+    app.post("prepare", &body).await;
+    app.wait_status(&g, "succeed", 10).await;
+    assert_eq!(b.paths_for(&g), ["qp", "m1", "m2"]);
+}
+
+#[tokio::test]
+async fn a_workflow_submit_cannot_finish_a_msg() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis).await;
+    let b = Branches::start().await;
+    let g = gid("msg-not-wf");
+    app.post("prepare", &msg_body(&g, &b)).await;
+    let (status, _) = app
+        .post(
+            "submit",
+            &json!({"gid": g, "trans_type": "workflow", "req_extra": {"status": "succeed"}}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(app.status(&g).await, "prepared");
+}

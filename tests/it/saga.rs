@@ -386,3 +386,61 @@ async fn finished_transactions_expire_and_leave_the_index() {
     let (_, all) = app.get("all").await;
     assert_eq!(all["transactions"], json!([]));
 }
+
+#[tokio::test]
+async fn a_timed_out_saga_backs_off_failing_compensations() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis).await;
+    let b = Branches::start().await;
+    b.set_default("a2", Reply::Ongoing);
+    b.set_default("c2", Reply::Error);
+    let g = gid("saga-timeout-backoff");
+    let mut body = saga_body(&g, &b);
+    body["timeout_to_fail"] = json!(1);
+    app.post("submit", &body).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let c2 = b.paths_for(&g).iter().filter(|p| *p == "c2").count();
+    // base 100 ms doubling to the 1 s cap: a handful in 2 s, not a tight loop
+    assert!((1..=12).contains(&c2), "c2 called {c2} times");
+    assert_eq!(app.status(&g).await, "aborting");
+}
+
+#[tokio::test]
+async fn resubmitting_a_waiting_saga_runs_it_now() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis).await;
+    let b = Branches::start().await;
+    b.script("a1", &[Reply::Error]);
+    let g = gid("saga-resubmit");
+    let mut body = saga_body(&g, &b);
+    body["retry_interval"] = json!(60);
+    app.post("submit", &body).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.paths_for(&g), ["a1"]);
+    assert_eq!(app.post("submit", &body).await.0, 200);
+    app.wait_status(&g, "succeed", 3).await;
+    assert_eq!(b.paths_for(&g), ["a1", "a1", "a2"]);
+}
+
+#[tokio::test]
+async fn oversized_sagas_are_refused() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis).await;
+    let steps: Vec<_> = (0..1001)
+        .map(|_| json!({"action": "", "compensate": ""}))
+        .collect();
+    let body =
+        json!({"gid": "big", "trans_type": "saga", "steps": steps, "payloads": vec![""; 1001]});
+    let (status, r) = app.post("submit", &body).await;
+    assert_eq!(status, 400, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("at most 1000"));
+    // 1000 steps are fine, end to end
+    let steps: Vec<_> = (0..1000)
+        .map(|_| json!({"action": "", "compensate": ""}))
+        .collect();
+    let body = json!({"gid": "big", "trans_type": "saga", "steps": steps,
+                      "payloads": vec![""; 1000], "wait_result": true});
+    let (status, r) = app.post("submit", &body).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(app.branch_statuses("big").await.len(), 2000);
+}
