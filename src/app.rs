@@ -70,6 +70,7 @@ impl Application {
             policy,
             clock,
             settings.scheduler.clone(),
+            settings.alert.clone(),
         ));
         let addr = format!("{}:{}", settings.http.host, settings.http.port);
         let listener = TcpListener::bind(&addr)

@@ -51,6 +51,27 @@ impl Caller {
         })
     }
 
+    /// Posts `body` to the alert webhook `url` in the background; failures
+    /// are only logged.
+    pub fn alert(&self, url: &str, body: serde_json::Value) {
+        let request = self
+            .client
+            .post(url)
+            .timeout(self.default_timeout)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(body.to_string());
+        let url = url.to_owned();
+        tokio::spawn(async move {
+            match request.send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    tracing::warn!(url = %url, status = r.status().as_u16(), "alert webhook refused the alert")
+                }
+                Err(e) => tracing::warn!(url = %url, error = %e, "alert webhook unreachable"),
+            }
+        });
+    }
+
     /// Calls one branch row of `t`.
     pub async fn call_branch(&self, t: &Trans, b: &Branch) -> Outcome {
         // dtm: POST when there is a body, and always for xa
@@ -129,17 +150,35 @@ impl Caller {
             Ok(u) => u,
             Err(e) => return Outcome::Unknown(format!("bad url {}: {e}", req.url)),
         };
-        url.query_pairs_mut()
-            .append_pair("gid", &t.gid)
-            .append_pair("trans_type", t.kind.as_str())
-            .append_pair("branch_id", req.branch_id)
-            .append_pair("op", req.op);
+        // json-rpc transactions call URLs naming a method over JSON-RPC
+        let rpc_method = (t.protocol == "json-rpc")
+            .then(|| {
+                url.query_pairs()
+                    .find(|(k, _)| k == "method")
+                    .map(|(_, v)| v.into_owned())
+            })
+            .flatten();
+        let body = match &rpc_method {
+            Some(method) => match rpc_body(t, &req, method) {
+                Ok(b) => b,
+                Err(e) => return Outcome::Unknown(e),
+            },
+            None => {
+                url.query_pairs_mut()
+                    .append_pair("gid", &t.gid)
+                    .append_pair("trans_type", t.kind.as_str())
+                    .append_pair("branch_id", req.branch_id)
+                    .append_pair("op", req.op);
+                req.body.to_owned()
+            }
+        };
+        let post = req.post || rpc_method.is_some();
         let timeout = if t.opts.request_timeout > 0 {
             Duration::from_secs(t.opts.request_timeout as u64)
         } else {
             self.default_timeout
         };
-        let method = if req.post { Method::POST } else { Method::GET };
+        let method = if post { Method::POST } else { Method::GET };
         let mut builder = self
             .client
             .request(method, url)
@@ -154,8 +193,8 @@ impl Caller {
                 builder = builder.header(n, v);
             }
         }
-        if req.post {
-            builder = builder.body(req.body.to_owned());
+        if post {
+            builder = builder.body(body);
         }
         // the semaphore is never closed, so acquiring cannot fail
         let Ok(_permit) = self.limit.acquire().await else {
@@ -170,7 +209,72 @@ impl Caller {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) => return Outcome::Unknown(format!("reading reply of {}: {e}", req.url)),
         };
-        classify(req.url, status, &body)
+        let outcome = classify(req.url, status, &body);
+        match (outcome, rpc_method) {
+            (Outcome::Succeeded, Some(_)) => classify_rpc(req.url, &body),
+            (outcome, _) => outcome,
+        }
+    }
+}
+
+/// The JSON-RPC request for a branch: the payload (a JSON object) as
+/// params, plus gid, trans_type, branch_id and op.
+fn rpc_body(t: &Trans, req: &BranchRequest<'_>, method: &str) -> Result<String, String> {
+    let mut params = if req.body.trim().is_empty() {
+        serde_json::Map::new()
+    } else {
+        match serde_json::from_str::<serde_json::Value>(req.body) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => {
+                return Err(format!(
+                    "the payload of a json-rpc branch {} must be a JSON object",
+                    req.url
+                ))
+            }
+        }
+    };
+    for (k, v) in [
+        ("gid", t.gid.as_str()),
+        ("trans_type", t.kind.as_str()),
+        ("branch_id", req.branch_id),
+        ("op", req.op),
+    ] {
+        params.insert(k.into(), serde_json::Value::String(v.into()));
+    }
+    let id = format!("{:016x}", fastrand::u64(..));
+    Ok(
+        serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+            .to_string(),
+    )
+}
+
+/// A JSON-RPC reply that passed the HTTP rules: its `error` member decides
+/// (-32901 FAILURE, -32902 ONGOING, anything else an error to retry).
+/// dtm compares these codes wrongly and never sees them; dtx does.
+pub fn classify_rpc(url: &str, body: &str) -> Outcome {
+    let reply: serde_json::Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(_) => return Outcome::Unknown(format!("url:{url} answered no JSON-RPC reply")),
+    };
+    match reply.get("error") {
+        None | Some(serde_json::Value::Null) => Outcome::Succeeded,
+        Some(e) => {
+            let message = e
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or_default();
+            match e.get("code").and_then(serde_json::Value::as_i64) {
+                Some(-32901) => Outcome::Failed(format!(
+                    "url:{url} return failed: {} FAILURE",
+                    truncate(message)
+                )),
+                Some(-32902) => Outcome::Ongoing,
+                _ => Outcome::Unknown(format!(
+                    "url:{url} json-rpc error: {}",
+                    truncate(&e.to_string())
+                )),
+            }
+        }
     }
 }
 
@@ -241,6 +345,37 @@ mod tests {
             Outcome::Failed(r) => assert!(r.contains("no money"), "{r}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn json_rpc_error_codes_are_read() {
+        let u = "http://x";
+        assert_eq!(
+            classify_rpc(u, r#"{"jsonrpc":"2.0","id":"1","result":{}}"#),
+            Outcome::Succeeded
+        );
+        assert!(matches!(
+            classify_rpc(
+                u,
+                r#"{"jsonrpc":"2.0","id":"1","error":{"code":-32901,"message":"no"}}"#
+            ),
+            Outcome::Failed(_)
+        ));
+        assert_eq!(
+            classify_rpc(
+                u,
+                r#"{"jsonrpc":"2.0","id":"1","error":{"code":-32902,"message":"later"}}"#
+            ),
+            Outcome::Ongoing
+        );
+        assert!(matches!(
+            classify_rpc(
+                u,
+                r#"{"jsonrpc":"2.0","id":"1","error":{"code":-32000,"message":"x"}}"#
+            ),
+            Outcome::Unknown(_)
+        ));
+        assert!(matches!(classify_rpc(u, "not json"), Outcome::Unknown(_)));
     }
 
     #[test]

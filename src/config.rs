@@ -63,6 +63,8 @@ pub struct Settings {
     pub trans: TransSettings,
     /// Branch calls.
     pub branch: BranchSettings,
+    /// Alerts.
+    pub alert: AlertSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -169,6 +171,15 @@ pub struct BranchSettings {
     pub pool_idle_per_host: usize,
 }
 
+/// `[alert]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct AlertSettings {
+    /// Where alerts go; empty: off.
+    pub webhook_url: String,
+    /// Failed attempts in a row before alerting.
+    pub retry_limit: u32,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 pub struct LogSettings {
@@ -258,6 +269,11 @@ impl Settings {
         }
         if self.store.max_gid_len == 0 || self.store.finished_ttl_s == 0 {
             return bad("store.max_gid_len and store.finished_ttl_s must be positive");
+        }
+        if !self.alert.webhook_url.is_empty()
+            && crate::domain::validate_url(&self.alert.webhook_url).is_err()
+        {
+            return bad("alert.webhook_url must be an http(s) URL or empty");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad("log.format must be \"text\" or \"json\"");

@@ -63,6 +63,8 @@ struct Pass<'a> {
     retries: HashMap<usize, i64>,
     progressed: bool,
     last_error: Option<Outcome>,
+    /// URL of the call that produced `last_error`.
+    last_url: String,
 }
 
 /// Drives `t`, leased at `epoch` until `lease_until`, as far as it can go
@@ -78,6 +80,7 @@ pub async fn drive(engine: &Engine, t: Trans, epoch: u64, lease_until: u64) -> D
         retries: HashMap::new(),
         progressed: false,
         last_error: None,
+        last_url: String::new(),
     };
     let end = match pass.run().await {
         Ok(end) | Err(end) => end,
@@ -132,6 +135,7 @@ impl Pass<'_> {
                     .await?;
                     debug!(gid = %self.t.gid, outcome = ?outcome, "workflow called back");
                     self.last_error = Some(outcome);
+                    self.last_url = self.t.query_prepared.clone();
                     return self.wait_for_retry(true).await;
                 }
                 Plan::CheckBack => {
@@ -155,6 +159,7 @@ impl Pass<'_> {
                         Outcome::Ongoing | Outcome::Unknown(_) => {
                             let backoff = matches!(outcome, Outcome::Unknown(_));
                             self.last_error = Some(outcome);
+                            self.last_url = self.t.query_prepared.clone();
                             return self.wait_for_retry(backoff).await;
                         }
                     }
@@ -214,6 +219,7 @@ impl Pass<'_> {
                     let saga_action =
                         self.t.kind == TransKind::Saga && self.t.branches[i].op == Op::Action;
                     self.last_error = Some(outcome);
+                    self.last_url = self.t.branches[i].url.clone();
                     if saga_action && limit > 0 {
                         let used = self.retries.entry(i).or_insert(0);
                         if *used < limit {
@@ -303,7 +309,32 @@ impl Pass<'_> {
         let fields = vec![("attempt", self.t.attempt.to_string())];
         self.write(None, fields, Schedule::Release(at)).await?;
         self.engine.note_due(at);
+        self.maybe_alert(backoff);
         Ok(DriveEnd::Waiting)
+    }
+
+    /// Posts to the alert webhook once the transaction has failed
+    /// `alert.retry_limit` attempts in a row (and on every failure after).
+    fn maybe_alert(&self, backoff: bool) {
+        let alert = &self.engine.alert;
+        if !backoff || alert.webhook_url.is_empty() || self.t.attempt < alert.retry_limit {
+            return;
+        }
+        let error = match &self.last_error {
+            Some(Outcome::Failed(e) | Outcome::Unknown(e)) => e.clone(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        self.engine.caller.alert(
+            &alert.webhook_url,
+            serde_json::json!({
+                "gid": self.t.gid,
+                "status": self.t.status.as_str(),
+                "branch": self.last_url,
+                "error": error,
+                "retry_count": self.t.attempt,
+            }),
+        );
     }
 
     async fn write(

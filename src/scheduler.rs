@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::caller::Caller;
 use crate::clock::Clock;
-use crate::config::SchedulerSettings;
+use crate::config::{AlertSettings, SchedulerSettings};
 use crate::domain::{Policy, Trans};
 use crate::drive::{drive, DriveReport};
 use crate::store::Store;
@@ -41,6 +41,8 @@ pub struct Engine {
     pub owner: String,
     /// Lease length, ms.
     pub lease_ms: u64,
+    /// Alert webhook.
+    pub alert: AlertSettings,
     settings: SchedulerSettings,
     wake: Notify,
     /// Earliest due time known to this replica, ms (`u64::MAX`: none).
@@ -77,6 +79,7 @@ impl Engine {
         policy: Policy,
         clock: Arc<Clock>,
         settings: SchedulerSettings,
+        alert: AlertSettings,
     ) -> Self {
         let owner = format!("{:016x}", fastrand::u64(..));
         Self {
@@ -86,6 +89,7 @@ impl Engine {
             clock,
             owner,
             lease_ms: settings.lease_ms,
+            alert,
             settings,
             wake: Notify::new(),
             earliest: AtomicU64::new(u64::MAX),

@@ -3,6 +3,7 @@
 
 mod error;
 mod json;
+mod jsonrpc;
 mod kv;
 mod ops;
 mod trans;
@@ -33,6 +34,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(trans::router())
         .merge(ops::router())
         .merge(kv::router())
+        .merge(jsonrpc::router())
         .route("/api/ping", any(|| async { Json(json!({"msg": "pong"})) }))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

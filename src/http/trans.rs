@@ -148,7 +148,7 @@ async fn version() -> Json<Value> {
 }
 
 /// A 22-character random id (about 128 bits), like dtm's shortuuid.
-fn gen_gid() -> String {
+pub(super) fn gen_gid() -> String {
     const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
     (0..22)
         .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)

@@ -43,12 +43,13 @@ fn venv_python() -> PathBuf {
 }
 
 #[tokio::test]
-async fn python_dtmcli_drives_sagas_msgs_and_aborts() {
+async fn python_dtmcli_drives_sagas_msgs_tcc_and_aborts() {
     let python = venv_python();
     let redis = RedisServer::start();
     let app = TestApp::spawn(&redis).await;
     let b = Branches::start().await;
     b.set_default("TransInRefused", Reply::Failure);
+    b.set_default("TransInTryRefused", Reply::Failure);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/dtmcli_flows.py");
     let base = app.base.clone();
     let busi = b.base.clone();
@@ -94,6 +95,47 @@ async fn python_dtmcli_drives_sagas_msgs_and_aborts() {
     assert_eq!(call.body, "{\"amount\": 30}");
 
     assert_eq!(gids["abort_refused"], true);
+
+    // TCC: the client calls try itself; dtx confirms from the last branch to the first
+    let commit = gid("tcc_commit");
+    app.wait_status(&commit, "succeed", 10).await;
+    let paths = b
+        .calls()
+        .into_iter()
+        .filter(|c| c.query.get("gid") == Some(&commit))
+        .map(|c| c.path)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        paths,
+        [
+            "TransOutTry",
+            "TransInTry",
+            "TransInConfirm",
+            "TransOutConfirm"
+        ]
+    );
+    assert_eq!(
+        app.branch_statuses(&commit).await,
+        ["prepared", "succeed", "prepared", "succeed"]
+    );
+    let rollback = gid("tcc_rollback");
+    assert_eq!(gids["tcc_rollback_returned"], "");
+    app.wait_status(&rollback, "failed", 10).await;
+    let paths = b
+        .calls()
+        .into_iter()
+        .filter(|c| c.query.get("gid") == Some(&rollback))
+        .map(|c| c.path)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        paths,
+        [
+            "TransOutTry",
+            "TransInTryRefused",
+            "TransInCancel",
+            "TransOutCancel"
+        ]
+    );
     assert_eq!(app.status(&gid("aborted")).await, "failed");
     assert!(b.paths_for(&gid("aborted")).is_empty());
 }

@@ -6,6 +6,7 @@
 mod api;
 mod dtmcli;
 mod durability;
+mod jsonrpc;
 mod lua;
 mod msg;
 mod ops;

@@ -7,7 +7,7 @@ Prints one JSON object naming the gid of each flow it ran.
 import json
 import sys
 
-from dtmcli import dtmimp, msg, saga, utils
+from dtmcli import dtmimp, msg, saga, tcc, utils
 
 
 def main():
@@ -49,6 +49,20 @@ def main():
         out["abort_refused"] = False
     except utils.DTMFailureError:
         out["abort_refused"] = True
+
+    # TCC that commits: both tries succeed
+    def two_branches(try_second):
+        def cb(t):
+            t.call_branch({"amount": 30}, busi + "/TransOutTry", busi + "/TransOutConfirm", busi + "/TransOutCancel")
+            t.call_branch({"amount": 30}, busi + try_second, busi + "/TransInConfirm", busi + "/TransInCancel")
+        return cb
+
+    gid = utils.gen_gid(dtm)
+    out["tcc_commit"] = tcc.tcc_global_transaction(dtm, gid, two_branches("/TransInTry"))
+    # TCC that rolls back: the second try is refused, the client aborts
+    gid = utils.gen_gid(dtm)
+    out["tcc_rollback_returned"] = tcc.tcc_global_transaction(dtm, gid, two_branches("/TransInTryRefused"))
+    out["tcc_rollback"] = gid
 
     print(json.dumps(out))
 
