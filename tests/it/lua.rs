@@ -591,3 +591,116 @@ async fn reset_due_leaves_live_leases_alone() {
         1
     );
 }
+
+#[tokio::test]
+async fn register_branch_adds_numbered_rows_or_refuses_without_writing() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let st = store(&redis, &p).await;
+    let mut t = saga("tcc1", GlobalStatus::Prepared, 1_000);
+    t.kind = TransKind::Tcc;
+    t.branches.clear();
+    st.create_trans(&t, 0, Some(40_000)).await.unwrap();
+    let fields = |id: &str| -> std::collections::BTreeMap<String, String> {
+        [
+            ("branch_id", id),
+            ("confirm", "http://x/c"),
+            ("cancel", "http://x/x"),
+            ("data", "{}"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let rows = dtx::domain::build_registered(TransKind::Tcc, &fields("01"), 2_000).unwrap();
+    st.register_branch("tcc1", &rows, 2_000).await.unwrap();
+    let rows2 = dtx::domain::build_registered(TransKind::Tcc, &fields("02"), 2_000).unwrap();
+    st.register_branch("tcc1", &rows2, 2_000).await.unwrap();
+    let loaded = st.load("tcc1").await.unwrap().unwrap();
+    let got: Vec<(String, u32)> = loaded.branches.iter().map(|b| (b.field(), b.seq)).collect();
+    assert_eq!(
+        got,
+        [
+            ("01:cancel".to_string(), 0),
+            ("01:confirm".to_string(), 1),
+            ("02:cancel".to_string(), 2),
+            ("02:confirm".to_string(), 3)
+        ]
+    );
+    let before = snapshot(&redis, &p);
+    let dup = st.register_branch("tcc1", &rows, 3_000).await;
+    assert!(matches!(dup, Err(StoreError::BranchConflict(_))), "{dup:?}");
+    let unknown = st.register_branch("nope", &rows, 3_000).await;
+    assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
+    assert_eq!(
+        snapshot(&redis, &p),
+        before,
+        "a refused registration wrote something"
+    );
+    // once it is no longer prepared, nothing more registers
+    st.transition(
+        "tcc1",
+        GlobalStatus::Prepared,
+        GlobalStatus::Submitted,
+        3_000,
+        Some(9_000),
+        "me",
+        &[],
+    )
+    .await
+    .unwrap();
+    let before = snapshot(&redis, &p);
+    let rows3 = dtx::domain::build_registered(TransKind::Tcc, &fields("03"), 3_000).unwrap();
+    let late = st.register_branch("tcc1", &rows3, 3_000).await;
+    assert!(
+        matches!(&late, Err(StoreError::Conflict { actual, .. }) if actual == "submitted"),
+        "{late:?}"
+    );
+    assert_eq!(snapshot(&redis, &p), before);
+}
+
+#[tokio::test]
+async fn kv_put_is_guarded_by_version() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let st = store(&redis, &p).await;
+    assert_eq!(
+        st.kv_put("topics", "t", 0, Some("[1]"), 1_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        st.kv_put("topics", "t", 1, Some("[2]"), 2_000)
+            .await
+            .unwrap(),
+        2
+    );
+    let before = snapshot(&redis, &p);
+    let stale = st.kv_put("topics", "t", 1, Some("[3]"), 3_000).await;
+    assert!(
+        matches!(&stale, Err(StoreError::Conflict { actual, .. }) if actual == "2"),
+        "{stale:?}"
+    );
+    let exists = st.kv_put("topics", "t", 0, Some("[3]"), 3_000).await;
+    assert!(matches!(exists, Err(StoreError::Conflict { .. })));
+    let missing = st.kv_put("topics", "u", 4, Some("[3]"), 3_000).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)));
+    assert_eq!(
+        snapshot(&redis, &p),
+        before,
+        "a refused put wrote something"
+    );
+    let e = st.kv_get("topics", "t").await.unwrap().unwrap();
+    assert_eq!(
+        (e.value.as_str(), e.version, e.create_ms, e.update_ms),
+        ("[2]", 2, 1_000, 2_000)
+    );
+    assert_eq!(st.kv_put("topics", "t", 2, None, 4_000).await.unwrap(), 0);
+    assert_eq!(st.kv_get("topics", "t").await.unwrap(), None);
+    assert!(
+        redis.keys(&p).iter().all(|k| !k.contains("kv:")),
+        "{:?}",
+        redis.keys(&p)
+    );
+}

@@ -263,3 +263,43 @@ async fn xa_abort_rolls_back_in_order_and_ongoing_commit_is_retried() {
     assert_eq!(b.paths_for(&g), ["xa03", "xa03"]);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn a_confirm_that_keeps_failing_alerts_and_force_stop_ends_it() {
+    let redis = RedisServer::start();
+    let b = Branches::start().await;
+    let mut settings = crate::support::test_settings(&redis.url(), &crate::support::prefix());
+    settings.alert.webhook_url = b.url("alert");
+    settings.alert.retry_limit = 2;
+    let app = TestApp::spawn_with(settings).await;
+    b.set_default("confirm1", Reply::Failure);
+    let g = gid("tcc-stuck");
+    app.post("prepare", &json!({"gid": g, "trans_type": "tcc"}))
+        .await;
+    register_tcc(&app, &g, "01", &b, "1").await;
+    app.post("submit", &json!({"gid": g, "trans_type": "tcc"}))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !b.calls().iter().any(|c| c.path == "alert") {
+        assert!(std::time::Instant::now() < deadline, "no alert");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.status(&g).await,
+        "submitted",
+        "never turned into a cancel"
+    );
+    assert!(!b.paths_for(&g).iter().any(|p| p.starts_with("cancel")));
+    let (status, _) = app.post("forceStop", &json!({"gid": g})).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.status(&g).await, "failed");
+    // a pass already under way may finish its call; none starts after
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = b.paths_for(&g).len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        b.paths_for(&g).len(),
+        calls,
+        "confirm still called after forceStop"
+    );
+}
