@@ -40,6 +40,7 @@ pub struct Application {
     engine: Arc<Engine>,
     state: AppState,
     max_body_bytes: usize,
+    drain_delay_ms: u64,
 }
 
 impl Application {
@@ -53,6 +54,7 @@ impl Application {
         settings: &Settings,
         clock: Arc<Clock>,
     ) -> Result<Self, AppError> {
+        let metrics = crate::telemetry::install();
         let store = Store::connect(&settings.redis, settings.store.finished_ttl_s).await?;
         let caller = Caller::new(&settings.branch, settings.trans.request_timeout_ms)
             .map_err(|e| AppError::Client(e.to_string()))?;
@@ -79,12 +81,14 @@ impl Application {
         let state = AppState {
             engine: Arc::clone(&engine),
             max_gid_len: settings.store.max_gid_len,
+            metrics,
         };
         Ok(Self {
             listener,
             engine,
             state,
             max_body_bytes: settings.http.max_body_bytes,
+            drain_delay_ms: settings.http.drain_delay_ms,
         })
     }
 
@@ -118,7 +122,14 @@ impl Application {
                 .into_future(),
         );
         shutdown.await;
-        info!("stopping: no new work; draining work in flight");
+        // readiness turns 503 now; keep serving while load balancers notice
+        engine.begin_drain();
+        info!(
+            delay_ms = self.drain_delay_ms,
+            "stopping: readiness is off, claims stopped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(self.drain_delay_ms)).await;
+        info!("closing the port; draining work in flight");
         stop.cancel();
         engine.drain().await;
         let served = server.await;

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::BranchSettings;
 use crate::domain::{is_grpc_shaped, Branch, Outcome, Trans, TransKind};
+use crate::telemetry;
 
 /// Longest part of a branch reply kept as a failure reason, bytes.
 const MAX_REASON: usize = 1024;
@@ -28,6 +29,8 @@ pub struct Caller {
 
 /// One HTTP request to a branch.
 struct BranchRequest<'a> {
+    /// Metric label of the call (bounded: an op, `msg` or `callback`).
+    label: &'static str,
     url: &'a str,
     branch_id: &'a str,
     op: &'a str,
@@ -80,6 +83,7 @@ impl Caller {
         self.call(
             t,
             BranchRequest {
+                label: b.op.as_str(),
                 url: &b.url,
                 branch_id: &b.id,
                 op: b.op.as_str(),
@@ -96,6 +100,7 @@ impl Caller {
         self.call(
             t,
             BranchRequest {
+                label: "msg",
                 url: &t.query_prepared,
                 branch_id: "00",
                 op: "msg",
@@ -126,6 +131,7 @@ impl Caller {
         self.call(
             t,
             BranchRequest {
+                label: "callback",
                 url: &t.query_prepared,
                 branch_id: "00",
                 op: &custom.name,
@@ -140,6 +146,21 @@ impl Caller {
         if req.url.is_empty() {
             return Outcome::Succeeded;
         }
+        let started = std::time::Instant::now();
+        telemetry::in_flight(1.0);
+        let outcome = self.send(t, &req).await;
+        telemetry::in_flight(-1.0);
+        let label = match outcome {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed(_) => "failed",
+            Outcome::Ongoing => "ongoing",
+            Outcome::Unknown(_) => "unknown",
+        };
+        telemetry::branch_call(t.kind.as_str(), req.label, label, started.elapsed());
+        outcome
+    }
+
+    async fn send(&self, t: &Trans, req: &BranchRequest<'_>) -> Outcome {
         if is_grpc_shaped(req.url) {
             return Outcome::Unknown(format!(
                 "gRPC branch {} cannot be called: this build of dtx calls HTTP branches only",
@@ -159,7 +180,7 @@ impl Caller {
             })
             .flatten();
         let body = match &rpc_method {
-            Some(method) => match rpc_body(t, &req, method) {
+            Some(method) => match rpc_body(t, req, method) {
                 Ok(b) => b,
                 Err(e) => return Outcome::Unknown(e),
             },

@@ -78,6 +78,8 @@ pub struct HttpSettings {
     pub port: u16,
     /// Body size limit, bytes.
     pub max_body_bytes: usize,
+    /// Time between readiness turning 503 and the port closing, ms.
+    pub drain_delay_ms: u64,
 }
 
 /// `[redis]`

@@ -21,6 +21,7 @@ use crate::domain::{
 };
 use crate::scheduler::Engine;
 use crate::store::{Record, Schedule, StoreError};
+use crate::telemetry;
 
 /// How a pass ended.
 #[derive(Debug)]
@@ -264,6 +265,10 @@ impl Pass<'_> {
             _ => Schedule::Hold(now + self.engine.lease_ms),
         };
         self.write(Some(to), fields, schedule).await?;
+        if to.is_final() {
+            let age = Duration::from_millis(now.saturating_sub(self.t.create_ms));
+            telemetry::trans_finished(self.t.kind.as_str(), to.as_str(), age);
+        }
         self.t.status = to;
         self.t.attempt = 0;
         if let Some(r) = reason {
@@ -415,6 +420,9 @@ async fn write(
     fields: Vec<(&'static str, String)>,
     schedule: Schedule,
 ) -> Result<(), DriveEnd> {
+    if matches!(schedule, Schedule::Release(_) | Schedule::Park) {
+        telemetry::lease("released", 1);
+    }
     let rec = Record {
         status,
         fields,
@@ -430,6 +438,7 @@ async fn write(
         Ok(()) => Ok(()),
         Err(StoreError::StaleEpoch(_) | StoreError::Conflict { .. } | StoreError::NotFound) => {
             debug!(gid = %t.gid, "lease lost; another replica or an API call owns the transaction");
+            telemetry::lease("lost", 1);
             Err(DriveEnd::LeaseLost)
         }
         Err(e @ StoreError::BranchConflict(_)) => {

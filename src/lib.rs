@@ -19,6 +19,7 @@
 //! - [`config`]: layered, validated settings.
 //! - [`app`]: builds a replica from settings and runs it.
 //! - [`dev`]: the private Redis of `--dev`.
+//! - [`telemetry`]: Prometheus metric names and recording helpers.
 
 pub mod app;
 pub mod caller;
@@ -30,6 +31,7 @@ pub mod drive;
 pub mod http;
 pub mod scheduler;
 pub mod store;
+pub mod telemetry;
 
 pub use app::{AppError, Application};
 pub use config::Settings;

@@ -23,8 +23,9 @@ use crate::caller::Caller;
 use crate::clock::Clock;
 use crate::config::{AlertSettings, SchedulerSettings};
 use crate::domain::{Policy, Trans};
-use crate::drive::{drive, DriveReport};
+use crate::drive::{drive, DriveEnd, DriveReport};
 use crate::store::Store;
+use crate::telemetry;
 
 /// Everything a replica needs to drive transactions; shared by the API
 /// handlers and the claim loop.
@@ -105,6 +106,11 @@ impl Engine {
         self.clock.now_ms()
     }
 
+    /// Whether this replica is shutting down (readiness is then 503).
+    pub fn draining(&self) -> bool {
+        self.stop_claiming.is_cancelled()
+    }
+
     /// Whether passes must hand their leases back now.
     pub fn stopping(&self) -> bool {
         self.hard_stop.is_cancelled()
@@ -141,6 +147,8 @@ impl Engine {
         self.tracker.spawn(async move {
             let _guard = ActiveGuard(&engine.active);
             let report = drive(&engine, t, epoch, lease_until).await;
+            let ok = !matches!(report.end, DriveEnd::StoreFailed(_) | DriveEnd::LeaseLost);
+            telemetry::pass_ended(report.trans.kind.as_str(), ok);
             debug!(gid = %report.trans.gid, end = ?report.end, status = %report.trans.status, "pass ended");
             report
         })
@@ -176,6 +184,7 @@ impl Engine {
             match claim {
                 Ok(claim) => {
                     outcome.claimed += claim.leased.len();
+                    telemetry::lease("claimed", claim.leased.len() as u64);
                     outcome.more |= claim.leased.len() >= batch;
                     for leased in claim.leased {
                         debug!(gid = %leased.trans.gid, epoch = leased.epoch, "claimed");
@@ -227,18 +236,30 @@ impl Engine {
         while !self.stop_claiming.is_cancelled() {
             let cutoff = self.now_ms().saturating_sub(retention);
             let mut full = false;
+            let now = self.now_ms();
             for shard in 0..self.store.keys().shards() {
                 match self.store.prune_created(shard, cutoff, BATCH).await {
                     Ok(n) => full |= n >= BATCH,
                     Err(e) => debug!(shard, error = %e, "pruning the creation index failed"),
                 }
+                if let Ok((due, oldest)) = self.store.due_stats(shard, now).await {
+                    let age = oldest.map(|o| now.saturating_sub(o)).unwrap_or(0);
+                    telemetry::backlog(shard, due, Duration::from_millis(age));
+                }
             }
+            telemetry::active(self.active());
             let pause = if full { 10 } else { 1000 };
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
                 _ = self.stop_claiming.cancelled() => break,
             }
         }
+    }
+
+    /// First step of a graceful stop: claim nothing more; readiness turns
+    /// 503. The API keeps serving until [`Engine::drain`].
+    pub fn begin_drain(&self) {
+        self.stop_claiming.cancel();
     }
 
     /// Graceful stop: claim nothing more, let passes in flight finish for up

@@ -2,6 +2,7 @@
 //! the one mapping of errors to status codes.
 
 mod error;
+mod health;
 mod json;
 mod jsonrpc;
 mod kv;
@@ -11,9 +12,7 @@ mod trans;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::any;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
 
 pub use error::ApiError;
 
@@ -26,6 +25,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Longest gid accepted, bytes.
     pub max_gid_len: usize,
+    /// Renders the metrics.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// The whole HTTP API.
@@ -35,9 +36,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(ops::router())
         .merge(kv::router())
         .merge(jsonrpc::router())
-        .route("/api/ping", any(|| async { Json(json!({"msg": "pong"})) }))
+        .merge(health::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(health::track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

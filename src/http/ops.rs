@@ -131,8 +131,9 @@ pub(super) async fn do_force_stop(s: &AppState, body: GidBody) -> ApiResult {
             )
             .await
         {
-            Ok(_) => {
+            Ok(l) => {
                 info!(gid = %t.gid, from = %t.status, "force stopped");
+                super::trans::finished(&l.trans, now);
                 return success();
             }
             Err(StoreError::Conflict { .. }) => continue,

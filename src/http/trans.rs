@@ -21,6 +21,7 @@ use crate::domain::{
 };
 use crate::drive::{DriveEnd, DriveReport};
 use crate::store::{Created, Cursor, ListFilter, StoreError};
+use crate::telemetry;
 
 /// The version dtm clients see; dtx's own follows it.
 const DTM_VERSION: &str = "v1.19.0";
@@ -180,6 +181,12 @@ async fn with_topics(s: &AppState, mut input: NewTransInput) -> Result<NewTransI
     Ok(input)
 }
 
+/// Counts a transaction an API call finished.
+pub(super) fn finished(t: &Trans, now: u64) {
+    let age = Duration::from_millis(now.saturating_sub(t.create_ms));
+    telemetry::trans_finished(t.kind.as_str(), t.status.as_str(), age);
+}
+
 /// The first time a prepared transaction of `t`'s kind needs attention by
 /// itself: a msg is checked back, a tcc or xa aborted, a workflow called
 /// back, once it outlives its timeout; a saga waits for its submit.
@@ -205,6 +212,7 @@ pub(super) async fn do_prepare(s: &AppState, body: TransBody) -> ApiResult {
     match engine.store.create_trans(&t, 0, due).await? {
         Created::New => {
             info!(gid = %t.gid, kind = %t.kind, "prepared");
+            telemetry::trans_started(t.kind.as_str());
             if let Some(at) = due {
                 engine.note_due(at);
             }
@@ -244,6 +252,7 @@ pub(super) async fn do_submit(s: &AppState, body: TransBody) -> ApiResult {
     let pass = match engine.store.create_trans(&t, 1, Some(lease_until)).await? {
         Created::New => {
             info!(gid = %t.gid, kind = %t.kind, "submitted");
+            telemetry::trans_started(t.kind.as_str());
             engine.spawn_drive(t, 1, lease_until)
         }
         Created::Exists(GlobalStatus::Prepared, _) => {
@@ -376,8 +385,9 @@ async fn submit_workflow(s: &AppState, body: TransBody) -> ApiResult {
         )
         .await
     {
-        Ok(_) => {
+        Ok(l) => {
             info!(gid = %body.gid, status = %to, "workflow submitted");
+            finished(&l.trans, now);
             success()
         }
         Err(StoreError::Conflict { actual, .. }) => Err(ApiError::Failure(format!(
@@ -418,6 +428,7 @@ pub(super) async fn do_prepare_workflow(s: &AppState, body: TransBody) -> ApiRes
     t.next_ms = due;
     if engine.store.create_trans(&t, 0, due).await? == Created::New {
         info!(gid = %t.gid, "workflow prepared");
+        telemetry::trans_started(t.kind.as_str());
         if let Some(at) = due {
             engine.note_due(at);
         }
@@ -495,8 +506,9 @@ pub(super) async fn do_abort(s: &AppState, body: TransBody) -> ApiResult {
             )
             .await
         {
-            Ok(_) => {
+            Ok(l) => {
                 info!(gid = %t.gid, "msg aborted");
+                finished(&l.trans, now);
                 success()
             }
             Err(StoreError::Conflict { .. }) => refuse(),

@@ -337,6 +337,47 @@ impl Store {
         })
     }
 
+    /// Runs one script by SHA (reloading it if Redis lost it), recording
+    /// its count and latency under `name`.
+    async fn eval(
+        &self,
+        name: &'static str,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<Value, StoreError> {
+        let started = std::time::Instant::now();
+        let mut conn = self.conn.clone();
+        let reply = inv.invoke_async(&mut conn).await;
+        crate::telemetry::script(name, reply.is_ok(), started.elapsed());
+        Ok(reply?)
+    }
+
+    /// How many transactions of `shard` are due at `now_ms`, and the
+    /// earliest due time among them.
+    pub async fn due_stats(
+        &self,
+        shard: u32,
+        now_ms: u64,
+    ) -> Result<(u64, Option<u64>), StoreError> {
+        let mut conn = self.conn.clone();
+        let (count, head): (u64, Vec<(String, f64)>) = redis::pipe()
+            .cmd("ZCOUNT")
+            .arg(self.keys.due(shard))
+            .arg("-inf")
+            .arg(now_ms)
+            .cmd("ZRANGE")
+            .arg(self.keys.due(shard))
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let oldest = head
+            .first()
+            .map(|(_, score)| *score as u64)
+            .filter(|score| *score <= now_ms);
+        Ok((count, oldest))
+    }
+
     /// The key layout.
     pub fn keys(&self) -> &Keys {
         &self.keys
@@ -364,6 +405,7 @@ impl Store {
     ) -> Result<Created, StoreError> {
         let k = self.keys.trans(&t.gid);
         let fields = codec::trans_fields(t, epoch);
+        const NAME: &str = "create_trans";
         let mut inv = self.scripts.create_trans.prepare_invoke();
         inv.key(&k.trans) // KEYS[1]
             .key(&k.branches) // KEYS[2]
@@ -379,8 +421,7 @@ impl Store {
         for b in &t.branches {
             inv.arg(b.field()).arg(codec::branch_row(b));
         }
-        let mut conn = self.conn.clone();
-        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let reply = self.eval(NAME, &inv).await?;
         let (code, rest) = split_reply(&reply)?;
         match code {
             ScriptCode::Ok => Ok(Created::New),
@@ -428,6 +469,7 @@ impl Store {
                 next_due: head.first().map(|(_, s)| *s as u64),
             });
         }
+        const NAME: &str = "claim_due";
         let mut inv = self.scripts.claim_due.prepare_invoke();
         inv.key(&due_key); // KEYS[1]
         for gid in &candidates {
@@ -438,7 +480,7 @@ impl Store {
         for gid in &candidates {
             inv.arg(*gid);
         }
-        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let reply = self.eval(NAME, &inv).await?;
         let (code, rest) = split_reply(&reply)?;
         if code != ScriptCode::Ok {
             return Err(unexpected("claim_due", code));
@@ -478,6 +520,7 @@ impl Store {
             Schedule::Park => ("park", 0),
             Schedule::Finish => ("finish", self.finished_ttl_ms),
         };
+        const NAME: &str = "record";
         let mut inv = self.scripts.record.prepare_invoke();
         inv.key(&k.trans) // KEYS[1]
             .key(&k.branches) // KEYS[2]
@@ -497,8 +540,7 @@ impl Store {
         for (field, from, to) in &rec.branches {
             inv.arg(field).arg(from.as_str()).arg(to.as_str());
         }
-        let mut conn = self.conn.clone();
-        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let reply = self.eval(NAME, &inv).await?;
         let (code, rest) = split_reply(&reply)?;
         match code {
             ScriptCode::Ok => Ok(()),
@@ -538,6 +580,7 @@ impl Store {
             Some(until) => ("hold", until),
             None => ("finish", self.finished_ttl_ms),
         };
+        const NAME: &str = "transition";
         let mut inv = self.scripts.transition.prepare_invoke();
         inv.key(&k.trans) // KEYS[1]
             .key(&k.branches) // KEYS[2]
@@ -553,8 +596,7 @@ impl Store {
         for (f, v) in fields {
             inv.arg(*f).arg(v);
         }
-        let mut conn = self.conn.clone();
-        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let reply = self.eval(NAME, &inv).await?;
         let (code, rest) = split_reply(&reply)?;
         match code {
             ScriptCode::Ok => {
@@ -585,6 +627,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let k = self.keys.trans(gid);
+        const NAME: &str = "register_branch";
         let mut inv = self.scripts.register_branch.prepare_invoke();
         inv.key(&k.trans) // KEYS[1]
             .key(&k.branches); // KEYS[2]
@@ -593,8 +636,7 @@ impl Store {
             let (head, tail) = codec::branch_row_parts(b);
             inv.arg(b.field()).arg(head).arg(tail);
         }
-        let mut conn = self.conn.clone();
-        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let reply = self.eval(NAME, &inv).await?;
         let (code, rest) = split_reply(&reply)?;
         match code {
             ScriptCode::Ok => Ok(()),
@@ -623,6 +665,7 @@ impl Store {
         if gids.is_empty() {
             return Ok(0);
         }
+        const NAME: &str = "reset_due";
         let mut inv = self.scripts.reset_due.prepare_invoke();
         inv.key(self.keys.due(shard)); // KEYS[1]
         for gid in gids {
@@ -633,8 +676,7 @@ impl Store {
         for gid in gids {
             inv.arg(gid);
         }
-        let mut conn = self.conn.clone();
-        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let reply = self.eval(NAME, &inv).await?;
         let (code, rest) = split_reply(&reply)?;
         if code != ScriptCode::Ok {
             return Err(unexpected("reset_due", code));
@@ -701,6 +743,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<u64, StoreError> {
         let (data, keys) = self.keys.kv(cat);
+        const NAME: &str = "kv_put";
         let mut inv = self.scripts.kv_put.prepare_invoke();
         inv.key(&data) // KEYS[1]
             .key(&keys); // KEYS[2]
@@ -709,8 +752,7 @@ impl Store {
             .arg(now_ms)
             .arg(if value.is_some() { "put" } else { "delete" })
             .arg(value.unwrap_or_default());
-        let mut conn = self.conn.clone();
-        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let reply = self.eval(NAME, &inv).await?;
         let (code, rest) = split_reply(&reply)?;
         match code {
             ScriptCode::Ok => Ok(rest.first().map(int).transpose()?.unwrap_or(0) as u64),
@@ -804,6 +846,7 @@ impl Store {
         if old.is_empty() {
             return Ok(0);
         }
+        const NAME: &str = "prune_created";
         let mut inv = self.scripts.prune_created.prepare_invoke();
         inv.key(&created); // KEYS[1]
         for gid in &old {
@@ -813,7 +856,7 @@ impl Store {
         for gid in &old {
             inv.arg(gid);
         }
-        let reply: Value = inv.invoke_async(&mut conn).await?;
+        let reply = self.eval(NAME, &inv).await?;
         let (code, rest) = split_reply(&reply)?;
         if code != ScriptCode::Ok {
             return Err(unexpected("prune_created", code));

@@ -9,6 +9,7 @@ mod durability;
 mod jsonrpc;
 mod lua;
 mod msg;
+mod operations;
 mod ops;
 mod replicas;
 mod saga;

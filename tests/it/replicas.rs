@@ -34,6 +34,7 @@ impl Replica {
             .env("DTX_RETRY_BASE_MS", "100")
             .env("DTX_RETRY_MAX_MS", "1000")
             .env("DTX_LOG_LEVEL", "warn")
+            .env("DTX_HTTP_DRAIN_DELAY_MS", "0")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

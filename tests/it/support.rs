@@ -166,6 +166,7 @@ pub fn test_settings(redis_url: &str, prefix: &str) -> Settings {
     s.scheduler.recheck_ms = 100;
     s.scheduler.lease_ms = 2000;
     s.scheduler.drain_timeout_ms = 3000;
+    s.http.drain_delay_ms = 0;
     s.trans.request_timeout_ms = 3000;
     s
 }

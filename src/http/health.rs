@@ -1,0 +1,72 @@
+//! Health and metrics: `/api/ping` (dtm's), `/livez`, `/readyz`, and
+//! `/api/metrics` (dtm's path) in Prometheus text format.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+use crate::telemetry;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/ping", any(|| async { Json(json!({"msg": "pong"})) }))
+        .route("/livez", get(|| async { Json(json!({"status": "alive"})) }))
+        .route("/readyz", get(readyz))
+        .route("/api/metrics", get(metrics))
+}
+
+/// Ready: Redis answers and this replica is not draining. Scripts are
+/// loaded before the port opens, so a serving replica has them.
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.engine.draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        )
+            .into_response();
+    }
+    match tokio::time::timeout(Duration::from_secs(2), s.engine.store.ping()).await {
+        Ok(Ok(())) => Json(json!({"status": "ready"})).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "redis unavailable", "message": e.to_string()})),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "redis unavailable", "message": "ping timed out"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    s.metrics.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Counts every request by its matched route (never the raw path, which
+/// could carry anything).
+pub(super) async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    telemetry::http(route, method, response.status().as_u16(), started.elapsed());
+    response
+}

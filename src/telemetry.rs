@@ -1,0 +1,176 @@
+//! Prometheus metrics: every name in one place, described at start, with
+//! labels only from bounded sets (kind, op, outcome, script, route, shard),
+//! never a gid or a URL.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Transactions created, by `trans_type`.
+pub const TRANS_STARTED: &str = "dtx_transactions_started_total";
+/// Transactions that reached a final status, by `trans_type` and `outcome`.
+pub const TRANS_FINISHED: &str = "dtx_transactions_finished_total";
+/// Time from creation to final status, by `trans_type` and `outcome`.
+pub const TRANS_DURATION: &str = "dtx_transaction_duration_seconds";
+/// Branch calls, by `op` and `outcome`.
+pub const BRANCH_CALLS: &str = "dtx_branch_calls_total";
+/// Branch call latency, by `op`.
+pub const BRANCH_DURATION: &str = "dtx_branch_call_duration_seconds";
+/// Branch calls in flight in this replica.
+pub const BRANCH_IN_FLIGHT: &str = "dtx_branch_calls_in_flight";
+/// Transactions due now and not leased, by `shard`.
+pub const DUE_BACKLOG: &str = "dtx_due_backlog";
+/// Age of the oldest overdue transaction, by `shard` (0 when none).
+pub const OLDEST_OVERDUE: &str = "dtx_oldest_overdue_seconds";
+/// Lease events, by `event` (claimed, renewed, released, lost).
+pub const LEASES: &str = "dtx_leases_total";
+/// Redis script calls, by `script` and `outcome`.
+pub const SCRIPT_CALLS: &str = "dtx_redis_script_calls_total";
+/// Redis script latency, by `script`.
+pub const SCRIPT_DURATION: &str = "dtx_redis_script_duration_seconds";
+/// HTTP requests, by matched `route`, `method` and `status`.
+pub const HTTP_REQUESTS: &str = "dtx_http_requests_total";
+/// HTTP latency, by matched `route`.
+pub const HTTP_DURATION: &str = "dtx_http_request_duration_seconds";
+/// 1, labelled with the `version`.
+pub const BUILD_INFO: &str = "dtx_build_info";
+/// Transactions driven by this replica right now.
+pub const ACTIVE: &str = "dtx_active_transactions";
+
+/// dtm's names (contract §8.4), kept for existing dashboards.
+pub const DTM_SERVER_INFO: &str = "dtm_server_info";
+/// dtm: API requests by `type`, `api`, `status` (ok|fail).
+pub const DTM_PROCESS: &str = "dtm_server_process_total";
+/// dtm: API latency by `type`, `api`.
+pub const DTM_RESPONSE: &str = "dtm_server_response_duration";
+/// dtm: transaction passes by `model` and `status` (ok|fail).
+pub const DTM_TRANS_PROCESS: &str = "dtm_transaction_process_total";
+/// dtm: branch calls by `model`, `branchtype` and `status` (ok|fail);
+/// dtm's `branchid` label is left out (unbounded).
+pub const DTM_BRANCH_PROCESS: &str = "dtm_branch_process_total";
+
+const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Installs the process-wide recorder once and returns its handle.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            // fixed, valid bucket list: cannot fail
+            let builder = builder
+                .set_buckets(&BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // a second recorder (another library's) would keep ours unused;
+            // the handle still renders what was recorded through it
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            gauge!(DTM_SERVER_INFO, "gin_version" => "none", "grpc_version" => "none").set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(TRANS_STARTED, "Transactions created");
+    describe_counter!(TRANS_FINISHED, "Transactions that reached a final status");
+    describe_histogram!(TRANS_DURATION, Unit::Seconds, "Creation to final status");
+    describe_counter!(BRANCH_CALLS, "Branch calls by outcome");
+    describe_histogram!(BRANCH_DURATION, Unit::Seconds, "Branch call latency");
+    describe_gauge!(BRANCH_IN_FLIGHT, "Branch calls in flight");
+    describe_gauge!(DUE_BACKLOG, "Transactions due now and not leased");
+    describe_gauge!(
+        OLDEST_OVERDUE,
+        Unit::Seconds,
+        "Age of the oldest overdue transaction"
+    );
+    describe_counter!(LEASES, "Lease events");
+    describe_counter!(SCRIPT_CALLS, "Redis script calls");
+    describe_histogram!(SCRIPT_DURATION, Unit::Seconds, "Redis script latency");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests");
+    describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency");
+    describe_gauge!(BUILD_INFO, "Build information");
+    describe_gauge!(ACTIVE, "Transactions this replica drives now");
+    describe_gauge!(DTM_SERVER_INFO, "dtm-compatible server info");
+    describe_counter!(DTM_PROCESS, "dtm-compatible API request count");
+    describe_histogram!(DTM_RESPONSE, Unit::Seconds, "dtm-compatible API latency");
+    describe_counter!(DTM_TRANS_PROCESS, "dtm-compatible transaction pass count");
+    describe_counter!(DTM_BRANCH_PROCESS, "dtm-compatible branch call count");
+}
+
+/// A transaction was created.
+pub fn trans_started(kind: &'static str) {
+    counter!(TRANS_STARTED, "trans_type" => kind).increment(1);
+}
+
+/// A transaction reached `outcome` (`succeed` or `failed`) after `age`.
+pub fn trans_finished(kind: &'static str, outcome: &'static str, age: Duration) {
+    counter!(TRANS_FINISHED, "trans_type" => kind, "outcome" => outcome).increment(1);
+    histogram!(TRANS_DURATION, "trans_type" => kind, "outcome" => outcome)
+        .record(age.as_secs_f64());
+}
+
+/// A pass over a transaction ended (`ok`: finished or waiting normally).
+pub fn pass_ended(kind: &'static str, ok: bool) {
+    counter!(DTM_TRANS_PROCESS, "model" => kind, "status" => if ok { "ok" } else { "fail" })
+        .increment(1);
+}
+
+/// A branch call ended with `outcome` after `took`.
+pub fn branch_call(kind: &'static str, op: &'static str, outcome: &'static str, took: Duration) {
+    counter!(BRANCH_CALLS, "op" => op, "outcome" => outcome).increment(1);
+    histogram!(BRANCH_DURATION, "op" => op).record(took.as_secs_f64());
+    let ok = if outcome == "succeeded" { "ok" } else { "fail" };
+    counter!(DTM_BRANCH_PROCESS, "model" => kind, "branchtype" => op, "status" => ok).increment(1);
+}
+
+/// Branch calls in flight changed by `delta`.
+pub fn in_flight(delta: f64) {
+    gauge!(BRANCH_IN_FLIGHT).increment(delta);
+}
+
+/// A lease `event`: claimed, renewed, released or lost.
+pub fn lease(event: &'static str, n: u64) {
+    counter!(LEASES, "event" => event).increment(n);
+}
+
+/// A script call ended.
+pub fn script(name: &'static str, ok: bool, took: Duration) {
+    counter!(SCRIPT_CALLS, "script" => name, "outcome" => if ok { "ok" } else { "error" })
+        .increment(1);
+    histogram!(SCRIPT_DURATION, "script" => name).record(took.as_secs_f64());
+}
+
+/// The due backlog of `shard` and the age of its oldest overdue entry.
+pub fn backlog(shard: u32, due: u64, oldest: Duration) {
+    let shard = shard.to_string();
+    gauge!(DUE_BACKLOG, "shard" => shard.clone()).set(due as f64);
+    gauge!(OLDEST_OVERDUE, "shard" => shard).set(oldest.as_secs_f64());
+}
+
+/// Transactions driven now.
+pub fn active(n: usize) {
+    gauge!(ACTIVE).set(n as f64);
+}
+
+/// An HTTP request to `route` ended with `status` after `took`.
+pub fn http(route: String, method: String, status: u16, took: Duration) {
+    // dtm's `api` label: the last segment of the route (bounded, unlike dtm's)
+    let api = route.rsplit('/').next().unwrap_or_default().to_lowercase();
+    let ok = if status < 400 { "ok" } else { "fail" };
+    counter!(DTM_PROCESS, "type" => "http", "api" => api.clone(), "status" => ok).increment(1);
+    histogram!(DTM_RESPONSE, "type" => "http", "api" => api).record(took.as_secs_f64());
+    counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.to_string())
+        .increment(1);
+    histogram!(HTTP_DURATION, "route" => route).record(took.as_secs_f64());
+}
