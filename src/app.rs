@@ -82,6 +82,10 @@ impl Application {
             engine: Arc::clone(&engine),
             max_gid_len: settings.store.max_gid_len,
             metrics,
+            allow: Arc::new(crate::domain::AllowList::parse(
+                &settings.branch.allowed_hosts,
+            )),
+            auth: Arc::new(crate::http::Auth::new(&settings.auth)),
         };
         Ok(Self {
             listener,

@@ -13,7 +13,7 @@ use reqwest::Method;
 use tokio::sync::Semaphore;
 
 use crate::config::BranchSettings;
-use crate::domain::{is_grpc_shaped, Branch, Outcome, Trans, TransKind};
+use crate::domain::{is_grpc_shaped, AllowList, Branch, Outcome, Trans, TransKind};
 use crate::telemetry;
 
 /// Longest part of a branch reply kept as a failure reason, bytes.
@@ -23,6 +23,7 @@ const MAX_REASON: usize = 1024;
 #[derive(Clone)]
 pub struct Caller {
     client: reqwest::Client,
+    allow: AllowList,
     limit: Arc<Semaphore>,
     default_timeout: Duration,
 }
@@ -42,6 +43,7 @@ impl Caller {
     /// A caller with the configured pool, in-flight bound and default
     /// timeout.
     pub fn new(settings: &BranchSettings, default_timeout_ms: u64) -> Result<Self, reqwest::Error> {
+        let allow = AllowList::parse(&settings.allowed_hosts);
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(settings.pool_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -49,6 +51,7 @@ impl Caller {
             .build()?;
         Ok(Self {
             client,
+            allow,
             limit: Arc::new(Semaphore::new(settings.max_in_flight)),
             default_timeout: Duration::from_millis(default_timeout_ms),
         })
@@ -161,6 +164,12 @@ impl Caller {
     }
 
     async fn send(&self, t: &Trans, req: &BranchRequest<'_>) -> Outcome {
+        if !self.allow.allows(req.url) {
+            return Outcome::Unknown(format!(
+                "{} is not on the allow-list (branch.allowed_hosts)",
+                req.url
+            ));
+        }
         if is_grpc_shaped(req.url) {
             return Outcome::Unknown(format!(
                 "gRPC branch {} cannot be called: this build of dtx calls HTTP branches only",

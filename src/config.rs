@@ -65,6 +65,8 @@ pub struct Settings {
     pub branch: BranchSettings,
     /// Alerts.
     pub alert: AlertSettings,
+    /// Access control.
+    pub auth: AuthSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -171,6 +173,8 @@ pub struct BranchSettings {
     pub max_in_flight: usize,
     /// Idle connections per host.
     pub pool_idle_per_host: usize,
+    /// Hosts that may be called, comma-separated; empty: any.
+    pub allowed_hosts: String,
 }
 
 /// `[alert]`
@@ -180,6 +184,47 @@ pub struct AlertSettings {
     pub webhook_url: String,
     /// Failed attempts in a row before alerting.
     pub retry_limit: u32,
+}
+
+/// `[auth]`; tokens are secrets, so `Debug` shows only how many there are.
+#[derive(Clone, Deserialize)]
+pub struct AuthSettings {
+    /// Full-access tokens, comma-separated.
+    pub tokens: String,
+    /// Read-only tokens, comma-separated.
+    pub read_tokens: String,
+}
+
+impl AuthSettings {
+    fn split(list: &str) -> Vec<String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The full-access tokens.
+    pub fn full(&self) -> Vec<String> {
+        Self::split(&self.tokens)
+    }
+
+    /// The read-only tokens.
+    pub fn read_only(&self) -> Vec<String> {
+        Self::split(&self.read_tokens)
+    }
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("tokens", &format!("{} configured", self.full().len()))
+            .field(
+                "read_tokens",
+                &format!("{} configured", self.read_only().len()),
+            )
+            .finish()
+    }
 }
 
 /// `[log]`
@@ -389,6 +434,25 @@ mod tests {
         let e = Settings::load(Some(&file), env(&[])).unwrap_err();
         assert!(e.to_string().contains("http.prot"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn tokens_never_show_in_debug() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("DTX_AUTH_TOKENS", "s3cret, other"),
+                ("DTX_AUTH_READ_TOKENS", "r3ad"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("r3ad"),
+            "{shown}"
+        );
+        assert!(shown.contains("2 configured"));
+        assert_eq!(s.auth.full(), ["s3cret", "other"]);
     }
 
     #[test]

@@ -66,6 +66,8 @@ struct Pass<'a> {
     last_error: Option<Outcome>,
     /// URL of the call that produced `last_error`.
     last_url: String,
+    /// Branch row (`<branch_id>:<op>`) of that call.
+    last_field: String,
 }
 
 /// Drives `t`, leased at `epoch` until `lease_until`, as far as it can go
@@ -82,6 +84,7 @@ pub async fn drive(engine: &Engine, t: Trans, epoch: u64, lease_until: u64) -> D
         progressed: false,
         last_error: None,
         last_url: String::new(),
+        last_field: String::new(),
     };
     let end = match pass.run().await {
         Ok(end) | Err(end) => end,
@@ -137,6 +140,7 @@ impl Pass<'_> {
                     debug!(gid = %self.t.gid, outcome = ?outcome, "workflow called back");
                     self.last_error = Some(outcome);
                     self.last_url = self.t.query_prepared.clone();
+                    self.last_field = "00:callback".into();
                     return self.wait_for_retry(true).await;
                 }
                 Plan::CheckBack => {
@@ -161,6 +165,7 @@ impl Pass<'_> {
                             let backoff = matches!(outcome, Outcome::Unknown(_));
                             self.last_error = Some(outcome);
                             self.last_url = self.t.query_prepared.clone();
+                            self.last_field = "00:msg".into();
                             return self.wait_for_retry(backoff).await;
                         }
                     }
@@ -221,6 +226,7 @@ impl Pass<'_> {
                         self.t.kind == TransKind::Saga && self.t.branches[i].op == Op::Action;
                     self.last_error = Some(outcome);
                     self.last_url = self.t.branches[i].url.clone();
+                    self.last_field = field.clone();
                     if saga_action && limit > 0 {
                         let used = self.retries.entry(i).or_insert(0);
                         if *used < limit {
@@ -311,11 +317,25 @@ impl Pass<'_> {
             at = at.min(deadline(self.t.create_ms, self.t.opts.timeout_to_fail));
         }
         let at = at.max(now);
-        let fields = vec![("attempt", self.t.attempt.to_string())];
+        let mut fields = vec![("attempt", self.t.attempt.to_string())];
+        if let Some(error) = self.last_error_text() {
+            // what the console shows for a transaction that keeps retrying
+            fields.push(("last_error", error));
+            fields.push(("last_branch", self.last_field.clone()));
+        }
         self.write(None, fields, Schedule::Release(at)).await?;
         self.engine.note_due(at);
         self.maybe_alert(backoff);
         Ok(DriveEnd::Waiting)
+    }
+
+    /// The last outcome that kept a branch from finishing, as text.
+    fn last_error_text(&self) -> Option<String> {
+        self.last_error.as_ref().map(|o| match o {
+            Outcome::Failed(e) | Outcome::Unknown(e) => e.clone(),
+            Outcome::Ongoing => "ONGOING".to_owned(),
+            Outcome::Succeeded => String::new(),
+        })
     }
 
     /// Posts to the alert webhook once the transaction has failed
@@ -325,11 +345,7 @@ impl Pass<'_> {
         if !backoff || alert.webhook_url.is_empty() || self.t.attempt < alert.retry_limit {
             return;
         }
-        let error = match &self.last_error {
-            Some(Outcome::Failed(e) | Outcome::Unknown(e)) => e.clone(),
-            Some(other) => format!("{other:?}"),
-            None => String::new(),
-        };
+        let error = self.last_error_text().unwrap_or_default();
         self.engine.caller.alert(
             &alert.webhook_url,
             serde_json::json!({

@@ -174,3 +174,48 @@ pub fn http(route: String, method: String, status: u16, took: Duration) {
         .increment(1);
     histogram!(HTTP_DURATION, "route" => route).record(took.as_secs_f64());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every dtx metric the Grafana dashboard plots is one this code
+    /// records.
+    #[test]
+    fn the_dashboard_uses_only_real_metrics() {
+        let dashboard = include_str!("../config/grafana/dashboards/dtx.json");
+        let known = [
+            TRANS_STARTED,
+            TRANS_FINISHED,
+            TRANS_DURATION,
+            BRANCH_CALLS,
+            BRANCH_DURATION,
+            BRANCH_IN_FLIGHT,
+            DUE_BACKLOG,
+            OLDEST_OVERDUE,
+            LEASES,
+            SCRIPT_CALLS,
+            SCRIPT_DURATION,
+            HTTP_REQUESTS,
+            HTTP_DURATION,
+            BUILD_INFO,
+            ACTIVE,
+        ];
+        let mut rest = dashboard;
+        let mut seen = 0;
+        while let Some(i) = rest.find("dtx_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = name.trim_end_matches("_bucket");
+            assert!(
+                known.contains(&base),
+                "the dashboard plots unknown metric {name}"
+            );
+            seen += 1;
+            rest = &rest[i + name.len()..];
+        }
+        assert!(seen >= 8);
+    }
+}

@@ -324,6 +324,8 @@ pub fn build_new(
         protocol: input.protocol,
         result: String::new(),
         owner: String::new(),
+        last_error: String::new(),
+        last_branch: String::new(),
         branches,
     })
 }

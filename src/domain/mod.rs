@@ -5,12 +5,14 @@
 //! Nothing here reads the clock, talks to Redis or opens a socket; callers
 //! pass the time in, so every rule is unit-tested.
 
+mod allow;
 mod build;
 mod model;
 mod plan;
 mod retry;
 mod transition;
 
+pub use allow::AllowList;
 pub use build::{
     build_new, build_registered, is_grpc_shaped, validate_branch_id, validate_gid, validate_url,
     BranchInput, NewTrans, NewTransInput, ValidationError, MAX_RETRY_LIMIT, MAX_SECONDS, MAX_STEPS,

@@ -303,6 +303,10 @@ pub struct Trans {
     pub result: String,
     /// Replica holding the lease, if any.
     pub owner: String,
+    /// The error of the last failed attempt, if any.
+    pub last_error: String,
+    /// The branch row (`<branch_id>:<op>`) that failed last, if any.
+    pub last_branch: String,
     /// Branch rows in storage order.
     pub branches: Vec<Branch>,
 }

@@ -116,6 +116,9 @@ pub(super) fn trans_json(t: &Trans) -> Value {
     put("rollback_reason", &t.reason);
     put("result", &t.result);
     put("owner", &t.owner);
+    // dtx's own: what the console shows for a transaction that keeps failing
+    put("last_error", &t.last_error);
+    put("last_branch", &t.last_branch);
     if let Some(ms) = t.finish_ms {
         m.insert("finish_time".into(), json!(rfc3339(ms)));
     }

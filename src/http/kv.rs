@@ -117,6 +117,7 @@ async fn subscribe(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiRes
         return Err(ApiError::BadRequest("empty url".into()));
     }
     validate_url(&url)?;
+    s.check_allowed(&url)?;
     let r = update_topic(&s, &topic, |subs, _| {
         if subs.iter().any(|x| x.url == url) {
             return Err(ApiError::Conflict("this url exists".into()));

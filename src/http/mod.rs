@@ -1,6 +1,8 @@
 //! The HTTP API: dtm's routes under `/api/dtmsvr`, its reply shapes, and
 //! the one mapping of errors to status codes.
 
+mod auth;
+mod console;
 mod error;
 mod health;
 mod json;
@@ -14,7 +16,10 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 
+pub use auth::Auth;
 pub use error::ApiError;
+
+use crate::domain::AllowList;
 
 use crate::scheduler::Engine;
 
@@ -27,6 +32,23 @@ pub struct AppState {
     pub max_gid_len: usize,
     /// Renders the metrics.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Hosts branch URLs may name.
+    pub allow: Arc<AllowList>,
+    /// Access tokens.
+    pub auth: Arc<Auth>,
+}
+
+impl AppState {
+    /// Refuses a URL whose host is not on the allow-list.
+    pub(crate) fn check_allowed(&self, url: &str) -> Result<(), ApiError> {
+        if self.allow.allows(url) {
+            Ok(())
+        } else {
+            Err(ApiError::BadRequest(format!(
+                "url {url:?} names a host that is not allowed (branch.allowed_hosts)"
+            )))
+        }
+    }
 }
 
 /// The whole HTTP API.
@@ -36,9 +58,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(ops::router())
         .merge(kv::router())
         .merge(jsonrpc::router())
+        .merge(console::router())
         .merge(health::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ))
         .layer(axum::middleware::from_fn(health::track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)

@@ -62,6 +62,7 @@ pub(super) async fn do_register_branch(s: &AppState, body: BranchBody) -> ApiRes
     let engine = &s.engine;
     let now = engine.now_ms();
     let rows = build_registered(kind, &fields, now)?;
+    rows.iter().try_for_each(|b| s.check_allowed(&b.url))?;
     match engine.store.register_branch(&gid, &rows, now).await {
         Ok(()) => {
             info!(gid = %gid, branch = %rows[0].id, "branch registered");

@@ -181,6 +181,12 @@ async fn with_topics(s: &AppState, mut input: NewTransInput) -> Result<NewTransI
     Ok(input)
 }
 
+/// Every URL of a new transaction must be on the allow-list.
+fn check_urls(s: &AppState, t: &Trans) -> Result<(), ApiError> {
+    s.check_allowed(&t.query_prepared)?;
+    t.branches.iter().try_for_each(|b| s.check_allowed(&b.url))
+}
+
 /// Counts a transaction an API call finished.
 pub(super) fn finished(t: &Trans, now: u64) {
     let age = Duration::from_millis(now.saturating_sub(t.create_ms));
@@ -207,6 +213,7 @@ pub(super) async fn do_prepare(s: &AppState, body: TransBody) -> ApiResult {
     let now = engine.now_ms();
     let input = with_topics(s, body.into_input()?).await?;
     let mut t = build_new(input, GlobalStatus::Prepared, now, s.max_gid_len)?;
+    check_urls(s, &t)?;
     let due = prepared_due(s, &t, now);
     t.next_ms = due;
     match engine.store.create_trans(&t, 0, due).await? {
@@ -233,6 +240,7 @@ pub(super) async fn do_submit(s: &AppState, body: TransBody) -> ApiResult {
     let now = engine.now_ms();
     let input = with_topics(s, body.into_input()?).await?;
     let mut t = build_new(input, GlobalStatus::Submitted, now, s.max_gid_len)?;
+    check_urls(s, &t)?;
     let wait = t.opts.wait_result;
     let lease_until = now + engine.lease_ms;
     // msg, tcc and xa are usually prepared first: take that one over
@@ -424,6 +432,7 @@ pub(super) async fn do_prepare_workflow(s: &AppState, body: TransBody) -> ApiRes
         now,
         s.max_gid_len,
     )?;
+    check_urls(s, &t)?;
     let due = prepared_due(s, &t, now);
     t.next_ms = due;
     if engine.store.create_trans(&t, 0, due).await? == Created::New {

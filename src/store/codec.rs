@@ -205,6 +205,8 @@ pub fn decode_trans(
         protocol: String::new(),
         result: String::new(),
         owner: String::new(),
+        last_error: String::new(),
+        last_branch: String::new(),
         branches: Vec::new(),
     };
     let mut epoch = 0;
@@ -239,6 +241,8 @@ pub fn decode_trans(
             "query_prepared" => t.query_prepared = value,
             "protocol" => t.protocol = value,
             "result" => t.result = value,
+            "last_error" => t.last_error = value,
+            "last_branch" => t.last_branch = value,
             _ => {}
         }
     }

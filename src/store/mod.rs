@@ -823,6 +823,43 @@ impl Store {
         Ok((out, more))
     }
 
+    /// Transactions that need an operator's eye: due more than
+    /// `overdue_ms` ago and still not claimed, or failed `min_attempt`
+    /// times in a row. Looks at the first `per_shard` due entries of every
+    /// shard (earliest first). Returns each with its due time.
+    pub async fn attention(
+        &self,
+        now_ms: u64,
+        overdue_ms: u64,
+        min_attempt: u32,
+        per_shard: usize,
+    ) -> Result<Vec<(Trans, u64)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut due = Vec::new();
+        for shard in 0..self.keys.shards() {
+            let head: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(self.keys.due(shard))
+                .arg(0)
+                .arg(per_shard.max(1) as i64 - 1)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await?;
+            due.extend(head.into_iter().map(|(g, s)| (g, s as u64)));
+        }
+        let loaded = join_all(due.iter().map(|(gid, _)| self.load(gid))).await;
+        let mut out = Vec::new();
+        for ((_, at), t) in due.into_iter().zip(loaded) {
+            if let Some(t) = t? {
+                let overdue = t.owner.is_empty() && at.saturating_add(overdue_ms) < now_ms;
+                if overdue || t.attempt >= min_attempt {
+                    out.push((t, at));
+                }
+            }
+        }
+        out.sort_by_key(|(_, at)| *at);
+        Ok(out)
+    }
+
     /// Drops up to `limit` entries of `shard`'s creation index created
     /// before `cutoff_ms` whose transaction has expired
     /// (`lua/prune_created.lua`). Returns how many were dropped.

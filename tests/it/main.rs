@@ -4,6 +4,7 @@
 #![allow(unreachable_pub)]
 
 mod api;
+mod console;
 mod dtmcli;
 mod durability;
 mod jsonrpc;
@@ -13,6 +14,7 @@ mod operations;
 mod ops;
 mod replicas;
 mod saga;
+mod security;
 mod support;
 mod topics;
 mod two_phase;

@@ -1,0 +1,146 @@
+//! Access control, off unless tokens are configured: every route but
+//! health and the console's own files needs `Authorization: Bearer
+//! <token>`; a read-only token may only read.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::AppState;
+use crate::config::AuthSettings;
+
+/// Routes a read-only token may use.
+const READ_ROUTES: [&str; 8] = [
+    "/api/dtmsvr/version",
+    "/api/dtmsvr/newGid",
+    "/api/dtmsvr/query",
+    "/api/dtmsvr/all",
+    "/api/dtmsvr/scanKV",
+    "/api/dtmsvr/queryKV",
+    "/api/metrics",
+    "/api/admin/attention",
+];
+
+/// Paths open to anyone.
+fn is_open(path: &str) -> bool {
+    matches!(path, "/api/ping" | "/livez" | "/readyz")
+        || path == "/admin"
+        || path.starts_with("/admin/")
+}
+
+/// The configured tokens.
+#[derive(Clone, Default)]
+pub struct Auth {
+    full: Vec<String>,
+    read: Vec<String>,
+}
+
+/// What a request's token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Full,
+    Read,
+    None,
+}
+
+impl Auth {
+    /// From settings.
+    pub fn new(s: &AuthSettings) -> Self {
+        Self {
+            full: s.full(),
+            read: s.read_only(),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.full.is_empty() || !self.read.is_empty()
+    }
+
+    fn access(&self, token: &str) -> Access {
+        // compare every token in full, whatever matches, so timing says nothing
+        let full = self.full.iter().fold(false, |acc, t| acc | same(t, token));
+        let read = self.read.iter().fold(false, |acc, t| acc | same(t, token));
+        if full {
+            Access::Full
+        } else if read {
+            Access::Read
+        } else {
+            Access::None
+        }
+    }
+}
+
+/// Constant-time equality of two tokens.
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    let mut r = (status, Json(json!({"message": message}))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    r
+}
+
+/// The middleware.
+pub(super) async fn require(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if !s.auth.enabled() || is_open(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .trim();
+    match s.auth.access(token) {
+        Access::Full => next.run(req).await,
+        Access::Read => {
+            let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str());
+            if route.is_some_and(|r| READ_ROUTES.contains(&r)) {
+                next.run(req).await
+            } else {
+                refuse(StatusCode::FORBIDDEN, "this token may only read")
+            }
+        }
+        Access::None if token.is_empty() => refuse(
+            StatusCode::UNAUTHORIZED,
+            "missing token: send Authorization: Bearer <token>",
+        ),
+        Access::None => refuse(StatusCode::UNAUTHORIZED, "unknown token"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd"));
+        assert!(!same("abc", "ab"));
+        assert!(!same("", "a"));
+        let auth = Auth {
+            full: vec!["f".into()],
+            read: vec!["r".into()],
+        };
+        assert_eq!(auth.access("f"), Access::Full);
+        assert_eq!(auth.access("r"), Access::Read);
+        assert_eq!(auth.access("x"), Access::None);
+        assert!(is_open("/livez") && is_open("/admin/") && !is_open("/api/dtmsvr/all"));
+    }
+}
