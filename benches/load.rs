@@ -1,0 +1,906 @@
+//! The dtx load harness: starts its own `redis-server`, dtx replicas (the
+//! release binary) and a minimal branch service (this binary, re-run in
+//! `branch-service` mode, so each process's CPU is counted apart), drives
+//! one workload, checks that every transaction ended right, and prints a
+//! table.
+//!
+//! ```text
+//! cargo bench --bench load -- <workload> [--conc N] [--secs S] [--rate R] [--aof] [--count N]
+//! workloads: w0 w1 w2 w3 w4 w5 w6 fanout redis all
+//! ```
+
+use std::collections::HashMap;
+use std::net::{TcpListener as StdListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// CPU time (user + system) of a process so far, in microseconds.
+fn cpu_us(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // fields after the command name (which may hold spaces) start after ')'
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after ')'
+    (ticks(11) + ticks(12)) * 10_000 // 100 ticks per second
+}
+
+struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Redis {
+    proc: Proc,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Redis {
+    fn start(aof: bool) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("dtx-bench-redis-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--maxmemory-policy", "noeviction"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null());
+        if aof {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "everysec"]);
+        }
+        let child = cmd.spawn().expect("redis-server on PATH");
+        let r = Self {
+            proc: Proc { child, name: "redis" },
+            port,
+            dir,
+        };
+        for _ in 0..200 {
+            if r.conn().is_some() {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn conn(&self) -> Option<redis::Connection> {
+        let mut c = redis::Client::open(self.url()).ok()?.get_connection().ok()?;
+        redis::cmd("PING").query::<String>(&mut c).ok()?;
+        Some(c)
+    }
+
+    fn info(&self, section: &str, key: &str) -> u64 {
+        let mut c = self.conn().unwrap();
+        let info: String = redis::cmd("INFO").arg(section).query(&mut c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// EVALSHA + EVAL calls so far.
+    fn script_calls(&self) -> u64 {
+        let mut c = self.conn().unwrap();
+        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut c).unwrap();
+        ["evalsha", "eval"]
+            .iter()
+            .map(|n| {
+                info.lines()
+                    .find(|l| l.starts_with(&format!("cmdstat_{n}:")))
+                    .and_then(|l| l.split("calls=").nth(1))
+                    .and_then(|v| v.split(',').next())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_dtx(redis: &Redis, extra: &[(&str, &str)]) -> (Proc, String) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_dtx"))
+        .env("DTX_REDIS_URL", redis.url())
+        .env("DTX_HTTP_PORT", port.to_string())
+        .env("DTX_HTTP_HOST", "127.0.0.1")
+        .env("DTX_LOG_LEVEL", "warn")
+        .env("DTX_HTTP_DRAIN_DELAY_MS", "0")
+        .envs(extra.iter().copied())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the dtx binary");
+    wait_port(port);
+    (Proc { child, name: "dtx" }, format!("http://127.0.0.1:{port}/api/dtmsvr"))
+}
+
+fn wait_port(port: u16) {
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listens on {port}");
+}
+
+/// The branch service, as a child process of this binary.
+struct Branches {
+    proc: Proc,
+    base: String,
+}
+
+impl Branches {
+    fn start(notify_port: u16, port: Option<u16>) -> Self {
+        let port = port.unwrap_or_else(free_port);
+        let exe = std::env::current_exe().unwrap();
+        let child = Command::new(exe)
+            .args(["branch-service", &port.to_string(), &notify_port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_port(port);
+        Self {
+            proc: Proc {
+                child,
+                name: "branches",
+            },
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base)
+    }
+
+    async fn stats(&self, http: &reqwest::Client) -> HashMap<String, u64> {
+        http.get(self.url("stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// Branch-service mode: answers every call at once; paths starting with
+/// `fail` answer FAILURE; a call with `n=1` in its query sends the gid to
+/// the harness over UDP (the harness's "finished" signal).
+async fn branch_service(port: u16, notify: u16) {
+    use axum::extract::{Path, RawQuery, State};
+    use axum::routing::{any, get};
+    let counts: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+    let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+    sock.connect(("127.0.0.1", notify)).unwrap();
+    type S = (Arc<Mutex<HashMap<String, u64>>>, Arc<UdpSocket>);
+    async fn handle(State((counts, sock)): State<S>, Path(path): Path<String>, RawQuery(q): RawQuery) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        *counts.lock().unwrap().entry(path.clone()).or_default() += 1;
+        let q = q.unwrap_or_default();
+        if q.contains("n=1") {
+            if let Some(gid) = q.split('&').find_map(|kv| kv.strip_prefix("gid=")) {
+                let _ = sock.send(gid.as_bytes());
+            }
+        }
+        if path.starts_with("fail") {
+            (axum::http::StatusCode::CONFLICT, "{\"dtm_result\":\"FAILURE\"}").into_response()
+        } else {
+            "{\"dtm_result\":\"SUCCESS\"}".into_response()
+        }
+    }
+    let app = axum::Router::new()
+        .route("/stats", get(|State((counts, _)): State<S>| async move { axum::Json(counts.lock().unwrap().clone()) }))
+        .route("/{*path}", any(handle))
+        .with_state((counts, sock));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    axum::serve(listener, app).await.unwrap();
+}
+
+/// Completion signals from the branch service, by gid.
+#[derive(Clone, Default)]
+struct Waiters(Arc<Mutex<HashMap<String, tokio::sync::oneshot::Sender<Instant>>>>);
+
+impl Waiters {
+    fn listen(&self) -> u16 {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let map = self.0.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let gid = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if let Some(tx) = map.lock().unwrap().remove(&gid) {
+                    let _ = tx.send(Instant::now());
+                }
+            }
+        });
+        port
+    }
+
+    fn expect(&self, gid: &str) -> tokio::sync::oneshot::Receiver<Instant> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0.lock().unwrap().insert(gid.to_owned(), tx);
+        rx
+    }
+}
+
+/// Latencies in microseconds.
+#[derive(Default)]
+struct Lat(Vec<u32>);
+
+impl Lat {
+    fn pct(&mut self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        self.0.sort_unstable();
+        let i = ((self.0.len() as f64 - 1.0) * p).round() as usize;
+        self.0[i] as f64 / 1000.0
+    }
+}
+
+/// What a workload does per transaction.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// 2-step saga, empty URLs, wait_result (dtm's own benchmark).
+    W0,
+    /// 2-step saga with real branches, no wait_result.
+    W1,
+    /// 2-step saga whose second action fails.
+    W2,
+    /// msg, prepare + submit, one branch.
+    W3,
+    /// tcc, prepare, register two branches, submit.
+    W4,
+}
+
+/// One transaction of `kind`; returns when it is known finished.
+async fn one(
+    kind: Kind,
+    http: &reqwest::Client,
+    dtx: &str,
+    b: &str,
+    gid: &str,
+    waiters: &Waiters,
+) -> Result<(), String> {
+    let post = |route: &'static str, body: Value| {
+        let req = http.post(format!("{dtx}/{route}")).json(&body);
+        async move {
+            let r = req.send().await.map_err(|e| e.to_string())?;
+            if r.status() != 200 {
+                return Err(format!("{route}: {}", r.status()));
+            }
+            Ok(())
+        }
+    };
+    let saga = |a2: &str, notify_on: &str| {
+        let url = |p: &str| {
+            if p == notify_on {
+                format!("{b}/{p}?n=1")
+            } else {
+                format!("{b}/{p}")
+            }
+        };
+        json!({"gid": gid, "trans_type": "saga",
+               "steps": [{"action": url("a1"), "compensate": url("c1")},
+                         {"action": url(a2), "compensate": url("c2")}],
+               "payloads": ["{\"amount\":30}", "{\"amount\":30}"]})
+    };
+    let wait = |rx: tokio::sync::oneshot::Receiver<Instant>| async move {
+        tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .map_err(|_| "no completion within 30 s".to_owned())?
+            .map_err(|_| "completion lost".to_owned())?;
+        Ok::<(), String>(())
+    };
+    match kind {
+        Kind::W0 => {
+            post("submit", json!({"gid": gid, "trans_type": "saga", "wait_result": true,
+                "steps": [{"action": "", "compensate": ""}, {"action": "", "compensate": ""}],
+                "payloads": ["{\"amount\":30}", "{\"amount\":30}"]}))
+            .await
+        }
+        Kind::W1 => {
+            let rx = waiters.expect(gid);
+            post("submit", saga("a2", "a2")).await?;
+            wait(rx).await
+        }
+        Kind::W2 => {
+            let rx = waiters.expect(gid);
+            post("submit", saga("fail2", "c1")).await?;
+            wait(rx).await
+        }
+        Kind::W3 => {
+            let rx = waiters.expect(gid);
+            let body = json!({"gid": gid, "trans_type": "msg",
+                "steps": [{"action": format!("{b}/m1?n=1")}], "payloads": ["{\"amount\":30}"],
+                "query_prepared": format!("{b}/qp")});
+            post("prepare", body.clone()).await?;
+            post("submit", body).await?;
+            wait(rx).await
+        }
+        Kind::W4 => {
+            let rx = waiters.expect(gid);
+            post("prepare", json!({"gid": gid, "trans_type": "tcc"})).await?;
+            for (id, notify) in [("01", "?n=1"), ("02", "")] {
+                post("registerBranch", json!({"gid": gid, "trans_type": "tcc", "branch_id": id,
+                    "data": "{\"amount\":30}", "confirm": format!("{b}/confirm{id}{notify}"),
+                    "cancel": format!("{b}/cancel{id}")})).await?;
+                // the client calls try itself
+                http.post(format!("{b}/try{id}?gid={gid}&op=try")).body("{}").send().await.map_err(|e| e.to_string())?;
+            }
+            post("submit", json!({"gid": gid, "trans_type": "tcc"})).await?;
+            wait(rx).await
+        }
+    }
+}
+
+struct Run {
+    name: String,
+    done: u64,
+    errors: u64,
+    secs: f64,
+    lat: Lat,
+}
+
+/// Closed loop: `conc` workers, each running one transaction after the
+/// other for `secs`; `targets` are the dtx base URLs shared round-robin.
+async fn closed(kind: Kind, conc: usize, secs: f64, targets: &[String], b: &str, waiters: &Waiters, tag: &str) -> Run {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(conc * 2).build().unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(Mutex::new(None::<String>));
+    let lats = Arc::new(Mutex::new(Lat::default()));
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for w in 0..conc {
+        let (http, done, errors, lats, waiters, first_error) = (http.clone(), done.clone(), errors.clone(), lats.clone(), waiters.clone(), first_error.clone());
+        let dtx = targets[w % targets.len()].clone();
+        let b = b.to_owned();
+        let tag = tag.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut local = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < end {
+                let gid = format!("{tag}-{w}-{i}");
+                i += 1;
+                let t0 = Instant::now();
+                match one(kind, &http, &dtx, &b, &gid, &waiters).await {
+                    Ok(()) => {
+                        local.push(t0.elapsed().as_micros() as u32);
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        first_error.lock().unwrap().get_or_insert(e);
+                    }
+                }
+            }
+            lats.lock().unwrap().0.extend(local);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    if let Some(e) = first_error.lock().unwrap().take() {
+        eprintln!("first error: {e}");
+    }
+    let lat = std::mem::take(&mut *lats.lock().unwrap());
+    Run {
+        name: String::new(),
+        done: done.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        secs: start.elapsed().as_secs_f64(),
+        lat,
+    }
+}
+
+/// Open loop: one transaction every 1/rate s for `secs`, each timed from
+/// when it was due to start (so a stall is not hidden).
+async fn open(kind: Kind, rate: f64, secs: f64, targets: &[String], b: &str, waiters: &Waiters, tag: &str) -> Run {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap();
+    let lats = Arc::new(Mutex::new(Lat::default()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let n = (rate * secs) as u64;
+    let mut tasks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let (http, lats, errors, waiters) = (http.clone(), lats.clone(), errors.clone(), waiters.clone());
+        let dtx = targets[i as usize % targets.len()].clone();
+        let b = b.to_owned();
+        let gid = format!("{tag}-{i}");
+        tasks.push(tokio::spawn(async move {
+            match one(kind, &http, &dtx, &b, &gid, &waiters).await {
+                Ok(()) => lats.lock().unwrap().0.push(due.elapsed().as_micros() as u32),
+                Err(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let lat = std::mem::take(&mut *lats.lock().unwrap());
+    Run {
+        name: String::new(),
+        done: lat.0.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        secs: start.elapsed().as_secs_f64(),
+        lat,
+    }
+}
+
+/// Per-process CPU before a run.
+struct Cpu(Vec<(&'static str, u32, u64)>);
+
+impl Cpu {
+    fn take(procs: &[(&'static str, u32)]) -> Self {
+        Cpu(procs.iter().map(|(n, p)| (*n, *p, cpu_us(*p))).collect())
+    }
+
+    /// CPU µs per transaction of each process since `self`.
+    fn per_tx(&self, n: u64) -> Vec<(&'static str, f64)> {
+        let mut out: Vec<(&'static str, f64)> = Vec::new();
+        for (name, pid, before) in &self.0 {
+            let used = cpu_us(*pid).saturating_sub(*before) as f64 / n.max(1) as f64;
+            match out.iter_mut().find(|(n2, _)| n2 == name) {
+                Some(e) => e.1 += used,
+                None => out.push((name, used)),
+            }
+        }
+        out
+    }
+}
+
+fn print(run: &mut Run, cpu: &[(&'static str, f64)], scripts: Option<f64>, mem: Option<f64>) {
+    let tps = run.done as f64 / run.secs;
+    let cpu_s: Vec<String> = cpu.iter().map(|(n, v)| format!("{n} {v:.0}")).collect();
+    println!(
+        "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
+        run.name,
+        tps,
+        run.lat.pct(0.50),
+        run.lat.pct(0.99),
+        run.lat.pct(0.999),
+        cpu_s.join(", "),
+        scripts.map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into()),
+        mem.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into()),
+        run.errors,
+    );
+    let line = json!({"run": run.name, "tps": tps, "p50_ms": run.lat.pct(0.5), "p99_ms": run.lat.pct(0.99),
+        "p999_ms": run.lat.pct(0.999), "cpu_us_per_tx": cpu.iter().map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "scripts_per_tx": scripts, "redis_bytes_per_tx": mem, "errors": run.errors, "done": run.done});
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-results.jsonl");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        use std::io::Write;
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+fn header() {
+    println!("| run | tx/s | p50 ms | p99 ms | p999 ms | CPU µs/tx | scripts/tx | Redis B/tx | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+}
+
+struct Opts {
+    conc: Vec<usize>,
+    secs: f64,
+    rate: Option<f64>,
+    aof: bool,
+    count: u64,
+}
+
+/// Checks the branch calls of a run: each listed path was called exactly
+/// `n` times, and no other path was called.
+fn check_calls(stats: &HashMap<String, u64>, want: &[(&str, u64)]) -> Result<(), String> {
+    for (path, n) in want {
+        let got = stats.get(*path).copied().unwrap_or(0);
+        if got != *n {
+            return Err(format!("{path} called {got} times, expected {n}"));
+        }
+    }
+    for (path, n) in stats {
+        if !want.iter().any(|(p, _)| p == path) && *n > 0 {
+            return Err(format!("{path} called {n} times, expected never"));
+        }
+    }
+    Ok(())
+}
+
+/// Every transaction whose gid starts with `tag` is in `status` (read
+/// straight from the harness's own Redis; the harness may SCAN it).
+fn check_statuses(redis: &Redis, tag: &str, n: u64, status: &str) -> Result<(), String> {
+    let mut c = redis.conn().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("dtx:*:t:{tag}-*")).query(&mut c).unwrap();
+    if keys.len() as u64 != n {
+        return Err(format!("{} transactions stored, {n} acknowledged", keys.len()));
+    }
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.cmd("HGET").arg(k).arg("status");
+    }
+    let statuses: Vec<String> = pipe.query(&mut c).unwrap();
+    let wrong = statuses.iter().filter(|s| *s != status).count();
+    if wrong > 0 {
+        return Err(format!("{wrong} transactions are not {status}"));
+    }
+    Ok(())
+}
+
+async fn workload(name: &str, kind: Kind, replicas: usize, o: &Opts) {
+    for &conc in &o.conc {
+        let redis = Redis::start(o.aof);
+        let waiters = Waiters::default();
+        let notify = waiters.listen();
+        let b = Branches::start(notify, None);
+        let mut dtxs = Vec::new();
+        for _ in 0..replicas {
+            dtxs.push(start_dtx(&redis, &[]));
+        }
+        let targets: Vec<String> = dtxs.iter().map(|(_, u)| u.clone()).collect();
+        // warm up connections and code paths
+        closed(kind, conc.min(8), 0.5, &targets, &b.base, &waiters, &format!("warm{conc}")).await;
+        let mem0 = redis.info("memory", "used_memory");
+        let scripts0 = redis.script_calls();
+        let b_stats0 = b.stats(&reqwest::Client::new()).await;
+        let mut procs: Vec<(&'static str, u32)> = vec![(redis.proc.name, redis.proc.child.id()), (b.proc.name, b.proc.child.id()), ("loadgen", std::process::id())];
+        for (p, _) in &dtxs {
+            procs.push((p.name, p.child.id()));
+        }
+        let cpu = Cpu::take(&procs);
+        let tag = format!("{name}c{conc}");
+        let mut run = match o.rate {
+            Some(rate) => open(kind, rate, o.secs, &targets, &b.base, &waiters, &tag).await,
+            None => closed(kind, conc, o.secs, &targets, &b.base, &waiters, &tag).await,
+        };
+        let cpu = cpu.per_tx(run.done);
+        // let the last final records land before reading Redis
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let scripts = (redis.script_calls() - scripts0) as f64 / run.done.max(1) as f64;
+        let mem = redis.info("memory", "used_memory").saturating_sub(mem0) as f64 / run.done.max(1) as f64;
+        run.name = match o.rate {
+            Some(rate) => format!("{name} open {rate:.0}/s x{replicas}"),
+            None => format!("{name} c{conc} x{replicas}"),
+        };
+        print(&mut run, &cpu, Some(scripts), Some(mem));
+        // correctness: every acknowledged transaction final, exact branch calls
+        let n = run.done;
+        let stats = b.stats(&reqwest::Client::new()).await;
+        let delta: HashMap<String, u64> = stats
+            .iter()
+            .map(|(k, v)| (k.clone(), v - b_stats0.get(k).copied().unwrap_or(0)))
+            .collect();
+        let want: Vec<(&str, u64)> = match kind {
+            Kind::W0 => vec![],
+            Kind::W1 => vec![("a1", n), ("a2", n)],
+            Kind::W2 => vec![("a1", n), ("fail2", n), ("c2", n), ("c1", n)],
+            Kind::W3 => vec![("m1", n)],
+            Kind::W4 => vec![("try01", n), ("try02", n), ("confirm01", n), ("confirm02", n)],
+        };
+        let status = if kind == Kind::W2 { "failed" } else { "succeed" };
+        let check = if run.errors > 0 {
+            Err(format!("{} errors", run.errors))
+        } else {
+            check_calls(&delta, &want).and_then(|()| check_statuses(&redis, &tag, n, status))
+        };
+        match check {
+            Ok(()) => eprintln!("  check: {n} transactions {status}, branch calls exact"),
+            Err(e) => eprintln!("  CHECK FAILED: {e}"),
+        }
+    }
+}
+
+/// Baseline (a): the same branch calls, made by the harness itself.
+async fn fanout(o: &Opts) {
+    for &conc in &o.conc {
+        let waiters = Waiters::default();
+        let notify = waiters.listen();
+        let b = Branches::start(notify, None);
+        let http = reqwest::Client::builder().pool_max_idle_per_host(conc * 2).build().unwrap();
+        let procs = vec![(b.proc.name, b.proc.child.id()), ("loadgen", std::process::id())];
+        let cpu = Cpu::take(&procs);
+        let done = Arc::new(AtomicU64::new(0));
+        let lats = Arc::new(Mutex::new(Lat::default()));
+        let start = Instant::now();
+        let end = start + Duration::from_secs_f64(o.secs);
+        let mut tasks = Vec::new();
+        for w in 0..conc {
+            let (http, done, lats, base) = (http.clone(), done.clone(), lats.clone(), b.base.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0;
+                let mut local = Vec::new();
+                while Instant::now() < end {
+                    let t0 = Instant::now();
+                    for step in ["a1", "a2"] {
+                        let _ = http
+                            .post(format!("{base}/{step}?gid=f{w}-{i}&trans_type=saga&branch_id=01&op=action"))
+                            .body("{\"amount\":30}")
+                            .send()
+                            .await;
+                    }
+                    i += 1;
+                    local.push(t0.elapsed().as_micros() as u32);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                lats.lock().unwrap().0.extend(local);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut run = Run {
+            name: format!("fanout c{conc}"),
+            done: done.load(Ordering::Relaxed),
+            errors: 0,
+            secs: start.elapsed().as_secs_f64(),
+            lat: std::mem::take(&mut *lats.lock().unwrap()),
+        };
+        let cpu = cpu.per_tx(run.done);
+        print(&mut run, &cpu, None, None);
+    }
+}
+
+/// Baseline (b): dtx's create and final-record scripts, pipelined on one
+/// multiplexed connection as dtx issues them, with no HTTP at all.
+async fn redis_ceiling(o: &Opts) {
+    use dtx::domain::{build_new, BranchInput, BranchStatus, GlobalStatus, NewTransInput, TransKind, TransOptions};
+    use dtx::store::{Record, Schedule, Store};
+    let redis = Redis::start(o.aof);
+    let mut settings = dtx::Settings::load(None, |_| None).unwrap();
+    settings.redis.url = redis.url();
+    let store = Store::connect(&settings.redis, 86_400).await.unwrap();
+    let conc = o.conc.iter().copied().max().unwrap_or(100);
+    let procs = vec![(redis.proc.name, redis.proc.child.id()), ("loadgen", std::process::id())];
+    let cpu = Cpu::take(&procs);
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(o.secs);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let (store, done, counter) = (store.clone(), done.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                let now = 1_800_000_000_000 + i as u64;
+                let url = |p: &str| format!("http://127.0.0.1:40000/{p}");
+                let t = build_new(
+                    NewTransInput {
+                        gid: format!("ceil-{i}"),
+                        kind: TransKind::Saga,
+                        steps: vec![
+                            BranchInput { action: url("a1"), compensate: url("c1") },
+                            BranchInput { action: url("a2"), compensate: url("c2") },
+                        ],
+                        payloads: vec!["{\"amount\":30}".into(), "{\"amount\":30}".into()],
+                        custom_data: String::new(),
+                        query_prepared: String::new(),
+                        protocol: String::new(),
+                        opts: TransOptions::default(),
+                        topics: Default::default(),
+                    },
+                    GlobalStatus::Submitted,
+                    now,
+                    128,
+                )
+                .unwrap();
+                store.create_trans(&t, 1, Some(now + 5000)).await.unwrap();
+                let rec = Record {
+                    status: Some(GlobalStatus::Succeed),
+                    fields: vec![("attempt", "0".into()), ("finish_ms", now.to_string())],
+                    branches: vec![
+                        ("01:action".into(), BranchStatus::Prepared, BranchStatus::Succeed),
+                        ("02:action".into(), BranchStatus::Prepared, BranchStatus::Succeed),
+                    ],
+                    schedule: Schedule::Finish,
+                };
+                store.record(&t.gid, 1, GlobalStatus::Submitted, now, "bench", &rec).await.unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut run = Run {
+        name: format!("redis ceiling c{conc}"),
+        done: done.load(Ordering::Relaxed),
+        errors: 0,
+        secs: start.elapsed().as_secs_f64(),
+        lat: Lat::default(),
+    };
+    let cpu = cpu.per_tx(run.done);
+    print(&mut run, &cpu, Some(2.0), None);
+}
+
+/// W5: `count` sagas left due while the branch service is down; then it
+/// comes back and every one is made due at once: how fast do the replicas
+/// drain them?
+async fn recovery(o: &Opts, replicas: usize) {
+    let redis = Redis::start(o.aof);
+    let waiters = Waiters::default();
+    let notify = waiters.listen();
+    let mut dtxs = Vec::new();
+    for _ in 0..replicas {
+        dtxs.push(start_dtx(&redis, &[("DTX_RETRY_BASE_MS", "600000"), ("DTX_RETRY_MAX_MS", "600000")]));
+    }
+    let port = free_port(); // nothing listens yet: every first call fails
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let n = o.count;
+    let t0 = Instant::now();
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..64u64 {
+        let (http, sent, dtx, base) = (http.clone(), sent.clone(), dtxs[w as usize % replicas].1.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = w;
+            while i < n {
+                let gid = format!("w5-{i}");
+                let body = json!({"gid": gid, "trans_type": "saga",
+                    "steps": [{"action": format!("{base}/a1"), "compensate": format!("{base}/c1")},
+                              {"action": format!("{base}/a2?n=1"), "compensate": format!("{base}/c2")}],
+                    "payloads": ["{\"amount\":30}", "{\"amount\":30}"]});
+                if http.post(format!("{dtx}/submit")).json(&body).send().await.is_ok() {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 64;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    eprintln!("  W5: {} sagas submitted in {:.1} s while branches were down", sent.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
+    // let every first attempt fail and be rescheduled
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = Branches::start(notify, Some(port));
+    let mut procs: Vec<(&'static str, u32)> = vec![(redis.proc.name, redis.proc.child.id()), (b.proc.name, b.proc.child.id())];
+    for (p, _) in &dtxs {
+        procs.push((p.name, p.child.id()));
+    }
+    let cpu = Cpu::take(&procs);
+    let start = Instant::now();
+    // make everything due now (retries were pushed 10 minutes out)
+    let mut remaining = true;
+    while remaining {
+        let r: Value = http
+            .get(format!("{}/resetCronTime?timeout=0&limit=10000", dtxs[0].1))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        remaining = r["has_remaining"].as_bool().unwrap_or(false);
+    }
+    // wait until every saga finished
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let stats = b.stats(&http).await;
+        let a2 = stats.get("a2").copied().unwrap_or(0);
+        if a2 >= n || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu = cpu.per_tx(n);
+    let mut run = Run {
+        name: format!("w5 drain {n} x{replicas}"),
+        done: n,
+        errors: 0,
+        secs,
+        lat: Lat::default(),
+    };
+    print(&mut run, &cpu, None, None);
+    let stats = b.stats(&http).await;
+    match check_calls(&stats, &[("a1", n), ("a2", n)]).and_then(|()| check_statuses(&redis, "w5", n, "succeed")) {
+        Ok(()) => eprintln!("  check: {n} transactions succeed, branch calls exact"),
+        Err(e) => eprintln!("  CHECK FAILED: {e}"),
+    }
+}
+
+fn parse_opts(args: &[String]) -> Opts {
+    let mut o = Opts {
+        conc: vec![10, 100],
+        secs: 10.0,
+        rate: None,
+        aof: false,
+        count: 100_000,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().unwrap_or_default();
+        match a.as_str() {
+            "--conc" => o.conc = val().split(',').filter_map(|v| v.parse().ok()).collect(),
+            "--secs" => o.secs = val().parse().unwrap_or(10.0),
+            "--rate" => o.rate = val().parse().ok(),
+            "--aof" => o.aof = true,
+            "--count" => o.count = val().parse().unwrap_or(100_000),
+            _ => {}
+        }
+    }
+    o
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    if args.first().map(String::as_str) == Some("branch-service") {
+        let port = args[1].parse().unwrap();
+        let notify = args[2].parse().unwrap();
+        rt.block_on(branch_service(port, notify));
+        return;
+    }
+    let which = args.first().cloned().unwrap_or_else(|| "help".into());
+    let o = parse_opts(&args[1.min(args.len())..]);
+    rt.block_on(async {
+        header();
+        let all = which == "all";
+        if all || which == "fanout" {
+            fanout(&o).await;
+        }
+        if all || which == "redis" {
+            redis_ceiling(&o).await;
+        }
+        if all || which == "w0" {
+            workload("w0", Kind::W0, 1, &o).await;
+        }
+        if all || which == "w1" {
+            workload("w1", Kind::W1, 1, &o).await;
+        }
+        if all || which == "w2" {
+            workload("w2", Kind::W2, 1, &o).await;
+        }
+        if all || which == "w3" {
+            workload("w3", Kind::W3, 1, &o).await;
+        }
+        if all || which == "w4" {
+            workload("w4", Kind::W4, 1, &o).await;
+        }
+        if all || which == "w6" {
+            workload("w6", Kind::W1, 2, &o).await;
+        }
+        if all || which == "w5" {
+            recovery(&o, 1).await;
+        }
+        if which == "help" {
+            eprintln!("usage: cargo bench --bench load -- <w0|w1|w2|w3|w4|w5|w6|fanout|redis|all> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N]");
+        }
+    });
+}
