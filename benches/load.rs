@@ -60,17 +60,27 @@ impl Redis {
         let dir = std::env::temp_dir().join(format!("dtx-bench-redis-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--maxmemory-policy", "noeviction"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null());
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--maxmemory-policy", "noeviction"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null());
         if aof {
             cmd.args(["--appendonly", "yes", "--appendfsync", "everysec"]);
         }
         let child = cmd.spawn().expect("redis-server on PATH");
         let r = Self {
-            proc: Proc { child, name: "redis" },
+            proc: Proc {
+                child,
+                name: "redis",
+            },
             port,
             dir,
         };
@@ -88,7 +98,10 @@ impl Redis {
     }
 
     fn conn(&self) -> Option<redis::Connection> {
-        let mut c = redis::Client::open(self.url()).ok()?.get_connection().ok()?;
+        let mut c = redis::Client::open(self.url())
+            .ok()?
+            .get_connection()
+            .ok()?;
         redis::cmd("PING").query::<String>(&mut c).ok()?;
         Some(c)
     }
@@ -105,7 +118,10 @@ impl Redis {
     /// EVALSHA + EVAL calls so far.
     fn script_calls(&self) -> u64 {
         let mut c = self.conn().unwrap();
-        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut c).unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut c)
+            .unwrap();
         ["evalsha", "eval"]
             .iter()
             .map(|n| {
@@ -139,7 +155,10 @@ fn start_dtx(redis: &Redis, extra: &[(&str, &str)]) -> (Proc, String) {
         .spawn()
         .expect("the dtx binary");
     wait_port(port);
-    (Proc { child, name: "dtx" }, format!("http://127.0.0.1:{port}/api/dtmsvr"))
+    (
+        Proc { child, name: "dtx" },
+        format!("http://127.0.0.1:{port}/api/dtmsvr"),
+    )
 }
 
 fn wait_port(port: u16) {
@@ -163,7 +182,11 @@ impl Branches {
         let port = port.unwrap_or_else(free_port);
         let exe = std::env::current_exe().unwrap();
         let child = Command::new(exe)
-            .args(["branch-service", &port.to_string(), &notify_port.to_string()])
+            .args([
+                "branch-service",
+                &port.to_string(),
+                &notify_port.to_string(),
+            ])
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -202,7 +225,11 @@ async fn branch_service(port: u16, notify: u16) {
     let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
     sock.connect(("127.0.0.1", notify)).unwrap();
     type S = (Arc<Mutex<HashMap<String, u64>>>, Arc<UdpSocket>);
-    async fn handle(State((counts, sock)): State<S>, Path(path): Path<String>, RawQuery(q): RawQuery) -> axum::response::Response {
+    async fn handle(
+        State((counts, sock)): State<S>,
+        Path(path): Path<String>,
+        RawQuery(q): RawQuery,
+    ) -> axum::response::Response {
         use axum::response::IntoResponse;
         *counts.lock().unwrap().entry(path.clone()).or_default() += 1;
         let q = q.unwrap_or_default();
@@ -212,16 +239,27 @@ async fn branch_service(port: u16, notify: u16) {
             }
         }
         if path.starts_with("fail") {
-            (axum::http::StatusCode::CONFLICT, "{\"dtm_result\":\"FAILURE\"}").into_response()
+            (
+                axum::http::StatusCode::CONFLICT,
+                "{\"dtm_result\":\"FAILURE\"}",
+            )
+                .into_response()
         } else {
             "{\"dtm_result\":\"SUCCESS\"}".into_response()
         }
     }
     let app = axum::Router::new()
-        .route("/stats", get(|State((counts, _)): State<S>| async move { axum::Json(counts.lock().unwrap().clone()) }))
+        .route(
+            "/stats",
+            get(|State((counts, _)): State<S>| async move {
+                axum::Json(counts.lock().unwrap().clone())
+            }),
+        )
         .route("/{*path}", any(handle))
         .with_state((counts, sock));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     axum::serve(listener, app).await.unwrap();
 }
 
@@ -324,9 +362,12 @@ async fn one(
     };
     match kind {
         Kind::W0 => {
-            post("submit", json!({"gid": gid, "trans_type": "saga", "wait_result": true,
+            post(
+                "submit",
+                json!({"gid": gid, "trans_type": "saga", "wait_result": true,
                 "steps": [{"action": "", "compensate": ""}, {"action": "", "compensate": ""}],
-                "payloads": ["{\"amount\":30}", "{\"amount\":30}"]}))
+                "payloads": ["{\"amount\":30}", "{\"amount\":30}"]}),
+            )
             .await
         }
         Kind::W1 => {
@@ -352,11 +393,19 @@ async fn one(
             let rx = waiters.expect(gid);
             post("prepare", json!({"gid": gid, "trans_type": "tcc"})).await?;
             for (id, notify) in [("01", "?n=1"), ("02", "")] {
-                post("registerBranch", json!({"gid": gid, "trans_type": "tcc", "branch_id": id,
+                post(
+                    "registerBranch",
+                    json!({"gid": gid, "trans_type": "tcc", "branch_id": id,
                     "data": "{\"amount\":30}", "confirm": format!("{b}/confirm{id}{notify}"),
-                    "cancel": format!("{b}/cancel{id}")})).await?;
+                    "cancel": format!("{b}/cancel{id}")}),
+                )
+                .await?;
                 // the client calls try itself
-                http.post(format!("{b}/try{id}?gid={gid}&op=try")).body("{}").send().await.map_err(|e| e.to_string())?;
+                http.post(format!("{b}/try{id}?gid={gid}&op=try"))
+                    .body("{}")
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             post("submit", json!({"gid": gid, "trans_type": "tcc"})).await?;
             wait(rx).await
@@ -374,8 +423,19 @@ struct Run {
 
 /// Closed loop: `conc` workers, each running one transaction after the
 /// other for `secs`; `targets` are the dtx base URLs shared round-robin.
-async fn closed(kind: Kind, conc: usize, secs: f64, targets: &[String], b: &str, waiters: &Waiters, tag: &str) -> Run {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(conc * 2).build().unwrap();
+async fn closed(
+    kind: Kind,
+    conc: usize,
+    secs: f64,
+    targets: &[String],
+    b: &str,
+    waiters: &Waiters,
+    tag: &str,
+) -> Run {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(conc * 2)
+        .build()
+        .unwrap();
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(Mutex::new(None::<String>));
@@ -384,7 +444,14 @@ async fn closed(kind: Kind, conc: usize, secs: f64, targets: &[String], b: &str,
     let end = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for w in 0..conc {
-        let (http, done, errors, lats, waiters, first_error) = (http.clone(), done.clone(), errors.clone(), lats.clone(), waiters.clone(), first_error.clone());
+        let (http, done, errors, lats, waiters, first_error) = (
+            http.clone(),
+            done.clone(),
+            errors.clone(),
+            lats.clone(),
+            waiters.clone(),
+            first_error.clone(),
+        );
         let dtx = targets[w % targets.len()].clone();
         let b = b.to_owned();
         let tag = tag.to_owned();
@@ -427,8 +494,19 @@ async fn closed(kind: Kind, conc: usize, secs: f64, targets: &[String], b: &str,
 
 /// Open loop: one transaction every 1/rate s for `secs`, each timed from
 /// when it was due to start (so a stall is not hidden).
-async fn open(kind: Kind, rate: f64, secs: f64, targets: &[String], b: &str, waiters: &Waiters, tag: &str) -> Run {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap();
+async fn open(
+    kind: Kind,
+    rate: f64,
+    secs: f64,
+    targets: &[String],
+    b: &str,
+    waiters: &Waiters,
+    tag: &str,
+) -> Run {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .unwrap();
     let lats = Arc::new(Mutex::new(Lat::default()));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -437,13 +515,18 @@ async fn open(kind: Kind, rate: f64, secs: f64, targets: &[String], b: &str, wai
     for i in 0..n {
         let due = start + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
-        let (http, lats, errors, waiters) = (http.clone(), lats.clone(), errors.clone(), waiters.clone());
+        let (http, lats, errors, waiters) =
+            (http.clone(), lats.clone(), errors.clone(), waiters.clone());
         let dtx = targets[i as usize % targets.len()].clone();
         let b = b.to_owned();
         let gid = format!("{tag}-{i}");
         tasks.push(tokio::spawn(async move {
             match one(kind, &http, &dtx, &b, &gid, &waiters).await {
-                Ok(()) => lats.lock().unwrap().0.push(due.elapsed().as_micros() as u32),
+                Ok(()) => lats
+                    .lock()
+                    .unwrap()
+                    .0
+                    .push(due.elapsed().as_micros() as u32),
                 Err(_) => {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
@@ -496,7 +579,9 @@ fn print(run: &mut Run, cpu: &[(&'static str, f64)], scripts: Option<f64>, mem: 
         run.lat.pct(0.99),
         run.lat.pct(0.999),
         cpu_s.join(", "),
-        scripts.map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into()),
+        scripts
+            .map(|s| format!("{s:.2}"))
+            .unwrap_or_else(|| "-".into()),
         mem.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into()),
         run.errors,
     );
@@ -504,14 +589,20 @@ fn print(run: &mut Run, cpu: &[(&'static str, f64)], scripts: Option<f64>, mem: 
         "p999_ms": run.lat.pct(0.999), "cpu_us_per_tx": cpu.iter().map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "scripts_per_tx": scripts, "redis_bytes_per_tx": mem, "errors": run.errors, "done": run.done});
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-results.jsonl");
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         use std::io::Write;
         let _ = writeln!(f, "{line}");
     }
 }
 
 fn header() {
-    println!("| run | tx/s | p50 ms | p99 ms | p999 ms | CPU µs/tx | scripts/tx | Redis B/tx | errors |");
+    println!(
+        "| run | tx/s | p50 ms | p99 ms | p999 ms | CPU µs/tx | scripts/tx | Redis B/tx | errors |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
 }
 
@@ -544,9 +635,15 @@ fn check_calls(stats: &HashMap<String, u64>, want: &[(&str, u64)]) -> Result<(),
 /// straight from the harness's own Redis; the harness may SCAN it).
 fn check_statuses(redis: &Redis, tag: &str, n: u64, status: &str) -> Result<(), String> {
     let mut c = redis.conn().unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("dtx:*:t:{tag}-*")).query(&mut c).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("dtx:*:t:{tag}-*"))
+        .query(&mut c)
+        .unwrap();
     if keys.len() as u64 != n {
-        return Err(format!("{} transactions stored, {n} acknowledged", keys.len()));
+        return Err(format!(
+            "{} transactions stored, {n} acknowledged",
+            keys.len()
+        ));
     }
     let mut pipe = redis::pipe();
     for k in &keys {
@@ -572,11 +669,24 @@ async fn workload(name: &str, kind: Kind, replicas: usize, o: &Opts) {
         }
         let targets: Vec<String> = dtxs.iter().map(|(_, u)| u.clone()).collect();
         // warm up connections and code paths
-        closed(kind, conc.min(8), 0.5, &targets, &b.base, &waiters, &format!("warm{conc}")).await;
+        closed(
+            kind,
+            conc.min(8),
+            0.5,
+            &targets,
+            &b.base,
+            &waiters,
+            &format!("warm{conc}"),
+        )
+        .await;
         let mem0 = redis.info("memory", "used_memory");
         let scripts0 = redis.script_calls();
         let b_stats0 = b.stats(&reqwest::Client::new()).await;
-        let mut procs: Vec<(&'static str, u32)> = vec![(redis.proc.name, redis.proc.child.id()), (b.proc.name, b.proc.child.id()), ("loadgen", std::process::id())];
+        let mut procs: Vec<(&'static str, u32)> = vec![
+            (redis.proc.name, redis.proc.child.id()),
+            (b.proc.name, b.proc.child.id()),
+            ("loadgen", std::process::id()),
+        ];
         for (p, _) in &dtxs {
             procs.push((p.name, p.child.id()));
         }
@@ -590,7 +700,8 @@ async fn workload(name: &str, kind: Kind, replicas: usize, o: &Opts) {
         // let the last final records land before reading Redis
         tokio::time::sleep(Duration::from_millis(300)).await;
         let scripts = (redis.script_calls() - scripts0) as f64 / run.done.max(1) as f64;
-        let mem = redis.info("memory", "used_memory").saturating_sub(mem0) as f64 / run.done.max(1) as f64;
+        let mem = redis.info("memory", "used_memory").saturating_sub(mem0) as f64
+            / run.done.max(1) as f64;
         run.name = match o.rate {
             Some(rate) => format!("{name} open {rate:.0}/s x{replicas}"),
             None => format!("{name} c{conc} x{replicas}"),
@@ -608,9 +719,18 @@ async fn workload(name: &str, kind: Kind, replicas: usize, o: &Opts) {
             Kind::W1 => vec![("a1", n), ("a2", n)],
             Kind::W2 => vec![("a1", n), ("fail2", n), ("c2", n), ("c1", n)],
             Kind::W3 => vec![("m1", n)],
-            Kind::W4 => vec![("try01", n), ("try02", n), ("confirm01", n), ("confirm02", n)],
+            Kind::W4 => vec![
+                ("try01", n),
+                ("try02", n),
+                ("confirm01", n),
+                ("confirm02", n),
+            ],
         };
-        let status = if kind == Kind::W2 { "failed" } else { "succeed" };
+        let status = if kind == Kind::W2 {
+            "failed"
+        } else {
+            "succeed"
+        };
         let check = if run.errors > 0 {
             Err(format!("{} errors", run.errors))
         } else {
@@ -629,8 +749,14 @@ async fn fanout(o: &Opts) {
         let waiters = Waiters::default();
         let notify = waiters.listen();
         let b = Branches::start(notify, None);
-        let http = reqwest::Client::builder().pool_max_idle_per_host(conc * 2).build().unwrap();
-        let procs = vec![(b.proc.name, b.proc.child.id()), ("loadgen", std::process::id())];
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(conc * 2)
+            .build()
+            .unwrap();
+        let procs = vec![
+            (b.proc.name, b.proc.child.id()),
+            ("loadgen", std::process::id()),
+        ];
         let cpu = Cpu::take(&procs);
         let done = Arc::new(AtomicU64::new(0));
         let lats = Arc::new(Mutex::new(Lat::default()));
@@ -638,7 +764,8 @@ async fn fanout(o: &Opts) {
         let end = start + Duration::from_secs_f64(o.secs);
         let mut tasks = Vec::new();
         for w in 0..conc {
-            let (http, done, lats, base) = (http.clone(), done.clone(), lats.clone(), b.base.clone());
+            let (http, done, lats, base) =
+                (http.clone(), done.clone(), lats.clone(), b.base.clone());
             tasks.push(tokio::spawn(async move {
                 let mut i = 0;
                 let mut local = Vec::new();
@@ -646,7 +773,9 @@ async fn fanout(o: &Opts) {
                     let t0 = Instant::now();
                     for step in ["a1", "a2"] {
                         let _ = http
-                            .post(format!("{base}/{step}?gid=f{w}-{i}&trans_type=saga&branch_id=01&op=action"))
+                            .post(format!(
+                                "{base}/{step}?gid=f{w}-{i}&trans_type=saga&branch_id=01&op=action"
+                            ))
                             .body("{\"amount\":30}")
                             .send()
                             .await;
@@ -676,14 +805,19 @@ async fn fanout(o: &Opts) {
 /// Baseline (b): dtx's create and final-record scripts, pipelined on one
 /// multiplexed connection as dtx issues them, with no HTTP at all.
 async fn redis_ceiling(o: &Opts) {
-    use dtx::domain::{build_new, BranchInput, BranchStatus, GlobalStatus, NewTransInput, TransKind, TransOptions};
+    use dtx::domain::{
+        build_new, BranchInput, BranchStatus, GlobalStatus, NewTransInput, TransKind, TransOptions,
+    };
     use dtx::store::{Record, Schedule, Store};
     let redis = Redis::start(o.aof);
     let mut settings = dtx::Settings::load(None, |_| None).unwrap();
     settings.redis.url = redis.url();
     let store = Store::connect(&settings.redis, 86_400).await.unwrap();
     let conc = o.conc.iter().copied().max().unwrap_or(100);
-    let procs = vec![(redis.proc.name, redis.proc.child.id()), ("loadgen", std::process::id())];
+    let procs = vec![
+        (redis.proc.name, redis.proc.child.id()),
+        ("loadgen", std::process::id()),
+    ];
     let cpu = Cpu::take(&procs);
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -702,8 +836,14 @@ async fn redis_ceiling(o: &Opts) {
                         gid: format!("ceil-{i}"),
                         kind: TransKind::Saga,
                         steps: vec![
-                            BranchInput { action: url("a1"), compensate: url("c1") },
-                            BranchInput { action: url("a2"), compensate: url("c2") },
+                            BranchInput {
+                                action: url("a1"),
+                                compensate: url("c1"),
+                            },
+                            BranchInput {
+                                action: url("a2"),
+                                compensate: url("c2"),
+                            },
                         ],
                         payloads: vec!["{\"amount\":30}".into(), "{\"amount\":30}".into()],
                         custom_data: String::new(),
@@ -722,12 +862,23 @@ async fn redis_ceiling(o: &Opts) {
                     status: Some(GlobalStatus::Succeed),
                     fields: vec![("attempt", "0".into()), ("finish_ms", now.to_string())],
                     branches: vec![
-                        ("01:action".into(), BranchStatus::Prepared, BranchStatus::Succeed),
-                        ("02:action".into(), BranchStatus::Prepared, BranchStatus::Succeed),
+                        (
+                            "01:action".into(),
+                            BranchStatus::Prepared,
+                            BranchStatus::Succeed,
+                        ),
+                        (
+                            "02:action".into(),
+                            BranchStatus::Prepared,
+                            BranchStatus::Succeed,
+                        ),
                     ],
                     schedule: Schedule::Finish,
                 };
-                store.record(&t.gid, 1, GlobalStatus::Submitted, now, "bench", &rec).await.unwrap();
+                store
+                    .record(&t.gid, now, 1, GlobalStatus::Submitted, now, "bench", &rec)
+                    .await
+                    .unwrap();
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -755,17 +906,31 @@ async fn recovery(o: &Opts, replicas: usize) {
     let notify = waiters.listen();
     let mut dtxs = Vec::new();
     for _ in 0..replicas {
-        dtxs.push(start_dtx(&redis, &[("DTX_RETRY_BASE_MS", "600000"), ("DTX_RETRY_MAX_MS", "600000")]));
+        dtxs.push(start_dtx(
+            &redis,
+            &[
+                ("DTX_RETRY_BASE_MS", "600000"),
+                ("DTX_RETRY_MAX_MS", "600000"),
+            ],
+        ));
     }
     let port = free_port(); // nothing listens yet: every first call fails
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
     let n = o.count;
     let t0 = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for w in 0..64u64 {
-        let (http, sent, dtx, base) = (http.clone(), sent.clone(), dtxs[w as usize % replicas].1.clone(), base.clone());
+        let (http, sent, dtx, base) = (
+            http.clone(),
+            sent.clone(),
+            dtxs[w as usize % replicas].1.clone(),
+            base.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut i = w;
             while i < n {
@@ -784,11 +949,18 @@ async fn recovery(o: &Opts, replicas: usize) {
     for t in tasks {
         t.await.unwrap();
     }
-    eprintln!("  W5: {} sagas submitted in {:.1} s while branches were down", sent.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
+    eprintln!(
+        "  W5: {} sagas submitted in {:.1} s while branches were down",
+        sent.load(Ordering::Relaxed),
+        t0.elapsed().as_secs_f64()
+    );
     // let every first attempt fail and be rescheduled
     tokio::time::sleep(Duration::from_secs(3)).await;
     let b = Branches::start(notify, Some(port));
-    let mut procs: Vec<(&'static str, u32)> = vec![(redis.proc.name, redis.proc.child.id()), (b.proc.name, b.proc.child.id())];
+    let mut procs: Vec<(&'static str, u32)> = vec![
+        (redis.proc.name, redis.proc.child.id()),
+        (b.proc.name, b.proc.child.id()),
+    ];
     for (p, _) in &dtxs {
         procs.push((p.name, p.child.id()));
     }
@@ -829,7 +1001,9 @@ async fn recovery(o: &Opts, replicas: usize) {
     };
     print(&mut run, &cpu, None, None);
     let stats = b.stats(&http).await;
-    match check_calls(&stats, &[("a1", n), ("a2", n)]).and_then(|()| check_statuses(&redis, "w5", n, "succeed")) {
+    match check_calls(&stats, &[("a1", n), ("a2", n)])
+        .and_then(|()| check_statuses(&redis, "w5", n, "succeed"))
+    {
         Ok(()) => eprintln!("  check: {n} transactions succeed, branch calls exact"),
         Err(e) => eprintln!("  CHECK FAILED: {e}"),
     }
@@ -859,8 +1033,14 @@ fn parse_opts(args: &[String]) -> Opts {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     if args.first().map(String::as_str) == Some("branch-service") {
         let port = args[1].parse().unwrap();
         let notify = args[2].parse().unwrap();

@@ -15,9 +15,10 @@
 -- ARGV[7]  hold: lease expiry, ms since the Unix epoch; release: due time, ms since the Unix
 --          epoch; finish: retention, ms; park: ignored
 -- ARGV[8]  owner, the id of the calling replica (written as owner when holding)
--- ARGV[9]  n, the number of trans hash field/value pairs that follow
--- ARGV[10 .. 9+2n]  trans hash field/value pairs to set
--- ARGV[10+2n ..]    branch updates, triples: field, expected branch status, new branch status
+-- ARGV[9]  row time, ms since the transaction's creation (written into each updated branch row)
+-- ARGV[10]  n, the number of trans hash field/value pairs that follow
+-- ARGV[11 .. 10+2n]  trans hash field/value pairs to set
+-- ARGV[11+2n ..]    branch updates, triples: field, expected branch status, new branch status
 --
 -- Returns:
 --   {OK}
@@ -41,7 +42,8 @@ local now_ms = ARGV[5]
 local schedule = ARGV[6]
 local when = ARGV[7]
 local owner = ARGV[8]
-local n_fields = tonumber(ARGV[9])
+local row_time = ARGV[9]
+local n_fields = tonumber(ARGV[10])
 local args = ARGV
 
 local OK, NOT_FOUND, CONFLICT, STALE_EPOCH, BRANCH_CONFLICT = 1, 3, 4, 5, 6
@@ -61,7 +63,7 @@ if current[1] ~= expected_status then
   return {CONFLICT, current[1]}
 end
 
-local first_branch = 10 + 2 * n_fields
+local first_branch = 11 + 2 * n_fields
 local rows = {}
 for i = first_branch, #args, 3 do
   local row = rcall('HGET', branches_key, args[i])
@@ -75,7 +77,7 @@ for i = first_branch, #args, 3 do
     return {BRANCH_CONFLICT, args[i]}
   end
   rows[#rows + 1] = args[i]
-  rows[#rows + 1] = args[i + 2] .. '\t' .. now_ms .. rest
+  rows[#rows + 1] = args[i + 2] .. '\t' .. row_time .. rest
 end
 
 -- all guards passed: write
@@ -84,7 +86,7 @@ for i = 1, #rows, 1000 do
   rcall('HSET', branches_key, unpack(rows, i, math.min(i + 999, #rows)))
 end
 local fields = {}
-for i = 10, first_branch - 1 do
+for i = 11, first_branch - 1 do
   fields[#fields + 1] = args[i]
 end
 if new_status ~= '' then

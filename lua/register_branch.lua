@@ -7,8 +7,9 @@
 -- KEYS[2]  branches hash of the transaction
 --
 -- ARGV[1]  now, ms since the Unix epoch (written as update_ms)
--- ARGV[2 ..]  new rows, triples: field (<branch_id>:<op>), value head, value tail; the stored
---             value is head .. seq .. tail, where seq = the number of rows before it
+-- ARGV[2 ..]  new rows, triples: field (<branch_id>:<op>), status, value tail; the stored value
+--             is status, ms since the transaction's creation, seq (the number of rows before
+--             it) and the tail, separated by tabs (the tail starts with its own tab)
 --
 -- Returns:
 --   {OK}
@@ -26,7 +27,8 @@ local args = ARGV
 
 local OK, NOT_FOUND, CONFLICT, BRANCH_CONFLICT = 1, 3, 4, 6
 
-local status = rcall('HGET', trans_key, 'status')
+local current = rcall('HMGET', trans_key, 'status', 'create_ms')
+local status = current[1]
 if not status then
   return {NOT_FOUND}
 end
@@ -39,11 +41,15 @@ for i = 2, #args, 3 do
   end
 end
 
+local since = tonumber(now_ms) - tonumber(current[2] or now_ms)
+if since < 0 then
+  since = 0
+end
 local seq = rcall('HLEN', branches_key)
 local rows = {}
 for i = 2, #args, 3 do
   rows[#rows + 1] = args[i]
-  rows[#rows + 1] = args[i + 1] .. seq .. args[i + 2]
+  rows[#rows + 1] = args[i + 1] .. '\t' .. since .. '\t' .. seq .. args[i + 2]
   seq = seq + 1
 end
 -- in chunks: Lua's unpack is limited to a few thousand values

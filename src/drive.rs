@@ -448,7 +448,15 @@ async fn write(
     let now = engine.now_ms();
     match engine
         .store
-        .record(&t.gid, epoch, t.status, now, &engine.owner, &rec)
+        .record(
+            &t.gid,
+            t.create_ms,
+            epoch,
+            t.status,
+            now,
+            &engine.owner,
+            &rec,
+        )
         .await
     {
         Ok(()) => Ok(()),

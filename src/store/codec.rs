@@ -130,29 +130,33 @@ pub fn trans_fields(t: &Trans, epoch: u64) -> Vec<(&'static str, String)> {
     f
 }
 
-/// The value of a branch row: `<status>\t<update_ms>\t<seq>\t<url>\t<data>`.
-pub fn branch_row(b: &Branch) -> String {
+/// The value of a branch row of a transaction created at `create_ms`:
+/// `<status>\t<ms since creation>\t<seq>\t<url>\t<data>`. The time is kept
+/// relative so a typical row stays short enough for Redis's compact hash
+/// encoding.
+pub fn branch_row(b: &Branch, create_ms: u64) -> String {
     format!(
         "{}\t{}\t{}\t{}\t{}",
         b.status.as_str(),
-        b.update_ms,
+        b.update_ms.saturating_sub(create_ms),
         b.seq,
         b.url,
         b.data
     )
 }
 
-/// A row split around its position, for `register_branch.lua`, which
-/// numbers new rows itself: `(head, tail)` with value = head + seq + tail.
+/// A row without its time and position, for `register_branch.lua`, which
+/// adds both: `(status, tail)` with value = status, time, seq, tail.
 pub fn branch_row_parts(b: &Branch) -> (String, String) {
     (
-        format!("{}\t{}\t", b.status.as_str(), b.update_ms),
+        b.status.as_str().to_owned(),
         format!("\t{}\t{}", b.url, b.data),
     )
 }
 
-/// Decodes one branch row from its field and value.
-pub fn decode_branch(field: &str, value: &str) -> Result<Branch, DecodeError> {
+/// Decodes one branch row from its field and value, for a transaction
+/// created at `create_ms`.
+pub fn decode_branch(field: &str, value: &str, create_ms: u64) -> Result<Branch, DecodeError> {
     let (id, op) = field
         .rsplit_once(':')
         .ok_or_else(|| bad(format!("branch field {field:?}")))?;
@@ -166,7 +170,8 @@ pub fn decode_branch(field: &str, value: &str) -> Result<Branch, DecodeError> {
     let status = next()?;
     let status =
         BranchStatus::parse(status).ok_or_else(|| bad(format!("branch status {status:?}")))?;
-    let update_ms = next()?.parse().map_err(|_| bad("branch update_ms"))?;
+    let since: u64 = next()?.parse().map_err(|_| bad("branch time"))?;
+    let update_ms = create_ms.saturating_add(since);
     let seq = next()?.parse().map_err(|_| bad("branch seq"))?;
     let url = next()?.to_owned();
     let data = next()?.to_owned();
@@ -250,7 +255,7 @@ pub fn decode_trans(
         return Err(bad(format!("transaction {gid:?} has no status or kind")));
     }
     for (field, value) in pairs(branches)? {
-        t.branches.push(decode_branch(&field, &value)?);
+        t.branches.push(decode_branch(&field, &value, t.create_ms)?);
     }
     t.branches.sort_by_key(|b| b.seq);
     Ok((t, epoch))
@@ -330,10 +335,11 @@ mod tests {
             seq: 4,
             update_ms: 17,
         };
-        let back = decode_branch(&b.field(), &branch_row(&b)).unwrap();
+        let back = decode_branch(&b.field(), &branch_row(&b, 10), 10).unwrap();
         assert_eq!(back, b);
-        let (head, tail) = branch_row_parts(&b);
-        assert_eq!(format!("{head}{}{tail}", b.seq), branch_row(&b));
+        assert!(branch_row(&b, 10).starts_with("succeed\t7\t4\t"));
+        let (status, tail) = branch_row_parts(&b);
+        assert_eq!(format!("{status}\t7\t{}{tail}", b.seq), branch_row(&b, 10));
     }
 
     #[test]
@@ -372,9 +378,9 @@ mod tests {
         );
         let branches = Value::Array(vec![
             bulk("01:action"),
-            bulk("succeed\t11\t1\thttp://a\t{}"),
+            bulk("succeed\t1\t1\thttp://a\t{}"),
             bulk("01:compensate"),
-            bulk("prepared\t10\t0\thttp://c\t{}"),
+            bulk("prepared\t0\t0\thttp://c\t{}"),
         ]);
         let (t, epoch) = decode_trans("g", &trans, &branches).unwrap();
         assert_eq!(epoch, 3);

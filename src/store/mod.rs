@@ -419,7 +419,7 @@ impl Store {
             inv.arg(*f).arg(v);
         }
         for b in &t.branches {
-            inv.arg(b.field()).arg(codec::branch_row(b));
+            inv.arg(b.field()).arg(codec::branch_row(b, t.create_ms));
         }
         let reply = self.eval(NAME, &inv).await?;
         let (code, rest) = split_reply(&reply)?;
@@ -502,11 +502,13 @@ impl Store {
         })
     }
 
-    /// `lua/record.lua`: writes `rec` for `gid`, held at `epoch` in
-    /// `expected` status.
+    /// `lua/record.lua`: writes `rec` for `gid` (created at `create_ms`),
+    /// held at `epoch` in `expected` status.
+    #[allow(clippy::too_many_arguments)]
     pub async fn record(
         &self,
         gid: &str,
+        create_ms: u64,
         epoch: u64,
         expected: GlobalStatus,
         now_ms: u64,
@@ -533,6 +535,7 @@ impl Store {
             .arg(mode)
             .arg(when)
             .arg(owner)
+            .arg(now_ms.saturating_sub(create_ms))
             .arg(rec.fields.len());
         for (f, v) in &rec.fields {
             inv.arg(*f).arg(v);
@@ -633,8 +636,8 @@ impl Store {
             .key(&k.branches); // KEYS[2]
         inv.arg(now_ms);
         for b in rows {
-            let (head, tail) = codec::branch_row_parts(b);
-            inv.arg(b.field()).arg(head).arg(tail);
+            let (status, tail) = codec::branch_row_parts(b);
+            inv.arg(b.field()).arg(status).arg(tail);
         }
         let reply = self.eval(NAME, &inv).await?;
         let (code, rest) = split_reply(&reply)?;

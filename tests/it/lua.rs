@@ -132,6 +132,7 @@ async fn record_writes_rows_and_finishes_with_a_ttl() {
     ];
     st.record(
         "g2",
+        1_000,
         1,
         GlobalStatus::Submitted,
         2_000,
@@ -197,11 +198,27 @@ async fn record_refuses_stale_epoch_lost_cas_and_bad_rows_without_writing() {
     let before = snapshot(&redis, &p);
 
     let stale = st
-        .record("g3", 1, GlobalStatus::Submitted, 2_000, "me", &rec(row()))
+        .record(
+            "g3",
+            1_000,
+            1,
+            GlobalStatus::Submitted,
+            2_000,
+            "me",
+            &rec(row()),
+        )
         .await;
     assert!(matches!(stale, Err(StoreError::StaleEpoch(2))), "{stale:?}");
     let lost = st
-        .record("g3", 2, GlobalStatus::Prepared, 2_000, "me", &rec(row()))
+        .record(
+            "g3",
+            1_000,
+            2,
+            GlobalStatus::Prepared,
+            2_000,
+            "me",
+            &rec(row()),
+        )
         .await;
     assert!(
         matches!(&lost, Err(StoreError::Conflict { actual, .. }) if actual == "submitted"),
@@ -213,7 +230,15 @@ async fn record_refuses_stale_epoch_lost_cas_and_bad_rows_without_writing() {
         BranchStatus::Failed,
     )];
     let refused = st
-        .record("g3", 2, GlobalStatus::Submitted, 2_000, "me", &rec(bad_row))
+        .record(
+            "g3",
+            1_000,
+            2,
+            GlobalStatus::Submitted,
+            2_000,
+            "me",
+            &rec(bad_row),
+        )
         .await;
     assert!(
         matches!(refused, Err(StoreError::BranchConflict(_))),
@@ -225,14 +250,30 @@ async fn record_refuses_stale_epoch_lost_cas_and_bad_rows_without_writing() {
         BranchStatus::Failed,
     )];
     let refused = st
-        .record("g3", 2, GlobalStatus::Submitted, 2_000, "me", &rec(missing))
+        .record(
+            "g3",
+            1_000,
+            2,
+            GlobalStatus::Submitted,
+            2_000,
+            "me",
+            &rec(missing),
+        )
         .await;
     assert!(
         matches!(refused, Err(StoreError::BranchConflict(_))),
         "{refused:?}"
     );
     let unknown = st
-        .record("nope", 2, GlobalStatus::Submitted, 2_000, "me", &rec(row()))
+        .record(
+            "nope",
+            1_000,
+            2,
+            GlobalStatus::Submitted,
+            2_000,
+            "me",
+            &rec(row()),
+        )
         .await;
     assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
     assert_eq!(
@@ -242,9 +283,17 @@ async fn record_refuses_stale_epoch_lost_cas_and_bad_rows_without_writing() {
     );
 
     // and the right epoch and status go through
-    st.record("g3", 2, GlobalStatus::Submitted, 2_000, "me", &rec(row()))
-        .await
-        .unwrap();
+    st.record(
+        "g3",
+        1_000,
+        2,
+        GlobalStatus::Submitted,
+        2_000,
+        "me",
+        &rec(row()),
+    )
+    .await
+    .unwrap();
     let t = st.load("g3").await.unwrap().unwrap();
     assert_eq!(t.status, GlobalStatus::Aborting);
     assert_eq!(t.owner, "me");
@@ -323,7 +372,15 @@ async fn claim_due_leases_only_due_work_and_bumps_the_epoch() {
         schedule: Schedule::Release(3_000),
     };
     let old = st
-        .record(&gids[0], 1, GlobalStatus::Submitted, 2_000, "r0", &rec)
+        .record(
+            &gids[0],
+            1_000,
+            1,
+            GlobalStatus::Submitted,
+            2_000,
+            "r0",
+            &rec,
+        )
         .await;
     assert!(matches!(old, Err(StoreError::StaleEpoch(2))), "{old:?}");
     // nothing due any more until the leases end
