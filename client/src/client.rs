@@ -146,8 +146,9 @@ impl Dtm {
         read_reply(reply).await
     }
 
-    /// GETs a route under the base URL with query parameters; replies are
-    /// read as in [`Dtm::post`].
+    /// GETs a route under the base URL with query parameters. Replies are
+    /// read by status only (409, 425, other non-200), since a 200 reply may
+    /// quote a rollback reason that mentions FAILURE.
     ///
     /// ```no_run
     /// # async fn f(dtm: dtx_client::Dtm) -> dtx_client::Result<()> {
@@ -162,7 +163,12 @@ impl Dtm {
             .query(query)
             .send()
             .await?;
-        read_reply(reply).await
+        let status = reply.status().as_u16();
+        let body = reply.text().await?;
+        if status != 200 {
+            Error::from_reply(status, &body)?;
+        }
+        Ok(serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
     /// Registers a branch (`POST registerBranch`) with a flat map of strings
