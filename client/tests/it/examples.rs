@@ -1,1 +1,83 @@
-mod placeholder {}
+//! The example services, each scenario against a real dtx and real
+//! databases created for the test.
+
+use dtx_client::{BranchBarrier, TransOptions};
+
+use crate::support::{gid, serve, Dtx, MyDb, PgDb};
+
+#[path = "../../examples/msg_transfer.rs"]
+mod msg_transfer;
+
+async fn msg_bank() -> (Dtx, PgDb, MyDb, msg_transfer::Banks, String) {
+    let dtx = Dtx::start();
+    let pg = PgDb::create().await;
+    let my = MyDb::create().await;
+    let banks = msg_transfer::Banks {
+        out: pg.pool.clone(),
+        into: my.pool.clone(),
+        into_barrier: my.barrier_table.clone(),
+    };
+    msg_transfer::setup(&banks).await.unwrap();
+    let url = serve(msg_transfer::router(banks.clone())).await;
+    (dtx, pg, my, banks, url)
+}
+
+#[tokio::test]
+async fn msg_transfer_moves_the_money() {
+    let (dtx, _pg, _my, banks, url) = msg_bank().await;
+    let g = gid("msg-transfer");
+    msg_transfer::transfer(&dtx.dtm, &banks, &url, &g, 30)
+        .await
+        .unwrap();
+    dtx.wait_status(&g, "succeed").await;
+    assert_eq!(msg_transfer::balances(&banks).await.unwrap(), (70, 130));
+}
+
+#[tokio::test]
+async fn msg_transfer_with_a_failing_debit_sends_nothing() {
+    let (dtx, _pg, _my, banks, url) = msg_bank().await;
+    let g = gid("msg-insufficient");
+    let e = msg_transfer::transfer(&dtx.dtm, &banks, &url, &g, 500)
+        .await
+        .unwrap_err();
+    assert!(e.is_failure(), "{e}");
+    dtx.wait_status(&g, "failed").await;
+    assert_eq!(dtx.branches(&g).await, ["action:prepared"]);
+    assert_eq!(msg_transfer::balances(&banks).await.unwrap(), (100, 100));
+}
+
+#[tokio::test]
+async fn msg_transfer_after_a_crash_is_found_by_the_check_back_and_credited_once() {
+    let (dtx, _pg, _my, banks, url) = msg_bank().await;
+    let g = gid("msg-crash");
+    let options = TransOptions {
+        timeout_to_fail: Some(1),
+        ..Default::default()
+    };
+    let mut msg = msg_transfer::transfer_msg(&dtx.dtm, &g, &url, 30).options(options);
+    msg.prepare(&format!("{url}/bank1/query-prepared"))
+        .await
+        .unwrap();
+    // The local transaction commits, then the process "dies" before submit.
+    BranchBarrier::new("msg", &g, "00", "msg")
+        .call_postgres(&banks.out, |c| {
+            Box::pin(msg_transfer::debit(dtx_client::DbConn::Postgres(c), 1, 30))
+        })
+        .await
+        .unwrap();
+    drop(msg);
+    assert_eq!(msg_transfer::balances(&banks).await.unwrap(), (70, 100));
+    // dtx checks back after timeout_to_fail, finds the commit, submits.
+    dtx.wait_status(&g, "succeed").await;
+    assert_eq!(msg_transfer::balances(&banks).await.unwrap(), (70, 130));
+    // A repeated delivery of trans-in changes nothing.
+    let reply = reqwest::Client::new()
+        .post(format!("{url}/bank2/trans-in"))
+        .query(&[("gid", g.as_str()), ("trans_type", "msg"), ("branch_id", "01"), ("op", "action")])
+        .json(&msg_transfer::Transfer { user_id: 2, amount: 30 })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(msg_transfer::balances(&banks).await.unwrap(), (70, 130));
+}
