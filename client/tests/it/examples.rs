@@ -81,3 +81,82 @@ async fn msg_transfer_after_a_crash_is_found_by_the_check_back_and_credited_once
     assert_eq!(reply.status(), 200);
     assert_eq!(msg_transfer::balances(&banks).await.unwrap(), (70, 130));
 }
+
+#[path = "../../examples/tcc_transfer.rs"]
+mod tcc_transfer;
+
+async fn tcc_bank() -> (Dtx, PgDb, String) {
+    let dtx = Dtx::start();
+    let pg = PgDb::create().await;
+    tcc_transfer::setup(&pg.pool).await.unwrap();
+    let url = serve(tcc_transfer::router(pg.pool.clone())).await;
+    (dtx, pg, url)
+}
+
+#[tokio::test]
+async fn tcc_transfer_confirms_frozen_funds() {
+    let (dtx, pg, url) = tcc_bank().await;
+    let g = gid("tcc-transfer");
+    tcc_transfer::transfer(&dtx.dtm, &url, &g, 30).await.unwrap();
+    dtx.wait_status(&g, "succeed").await;
+    assert_eq!(tcc_transfer::account(&pg.pool, 1).await.unwrap(), (70, 0));
+    assert_eq!(tcc_transfer::account(&pg.pool, 2).await.unwrap(), (130, 0));
+}
+
+#[tokio::test]
+async fn tcc_transfer_with_insufficient_balance_unfreezes_everything() {
+    let (dtx, pg, url) = tcc_bank().await;
+    let g = gid("tcc-insufficient");
+    let e = tcc_transfer::transfer(&dtx.dtm, &url, &g, 101)
+        .await
+        .unwrap_err();
+    assert!(e.is_failure(), "{e}");
+    dtx.wait_status(&g, "failed").await;
+    assert_eq!(tcc_transfer::account(&pg.pool, 1).await.unwrap(), (100, 0));
+    assert_eq!(tcc_transfer::account(&pg.pool, 2).await.unwrap(), (100, 0));
+}
+
+/// Calls a TCC handler directly, as a coordinator retrying would.
+async fn tcc_call(url: &str, g: &str, branch: &str, op: &str, user_id: i64, amount: i64) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{url}/tcc/{op}"))
+        .query(&[("gid", g), ("trans_type", "tcc"), ("branch_id", branch), ("op", op)])
+        .json(&tcc_transfer::Leg { user_id, amount })
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn tcc_transfer_handlers_survive_duplicate_and_out_of_order_requests() {
+    let (_dtx, pg, url) = tcc_bank().await;
+    // try, try again, confirm, confirm again: frozen once, moved once.
+    let g1 = gid("tcc-dup");
+    assert_eq!(tcc_call(&url, &g1, "01", "try", 1, -30).await, 200);
+    assert_eq!(tcc_call(&url, &g1, "01", "try", 1, -30).await, 200);
+    assert_eq!(tcc_transfer::account(&pg.pool, 1).await.unwrap(), (100, -30));
+    assert_eq!(tcc_call(&url, &g1, "01", "confirm", 1, -30).await, 200);
+    assert_eq!(tcc_call(&url, &g1, "01", "confirm", 1, -30).await, 200);
+    assert_eq!(tcc_transfer::account(&pg.pool, 1).await.unwrap(), (70, 0));
+
+    // cancel before try (null compensation), then the late try (hanging):
+    // nothing is frozen, and a repeated cancel does nothing.
+    let g2 = gid("tcc-disorder");
+    assert_eq!(tcc_call(&url, &g2, "01", "cancel", 2, -50).await, 200);
+    assert_eq!(tcc_call(&url, &g2, "01", "try", 2, -50).await, 200);
+    assert_eq!(tcc_call(&url, &g2, "01", "cancel", 2, -50).await, 200);
+    assert_eq!(tcc_transfer::account(&pg.pool, 2).await.unwrap(), (100, 0));
+
+    // try then cancel twice: unfrozen once.
+    let g3 = gid("tcc-cancel");
+    assert_eq!(tcc_call(&url, &g3, "01", "try", 2, -40).await, 200);
+    assert_eq!(tcc_call(&url, &g3, "01", "cancel", 2, -40).await, 200);
+    assert_eq!(tcc_call(&url, &g3, "01", "cancel", 2, -40).await, 200);
+    assert_eq!(tcc_transfer::account(&pg.pool, 2).await.unwrap(), (100, 0));
+
+    // A try beyond the balance is refused with 409.
+    let g4 = gid("tcc-refused");
+    assert_eq!(tcc_call(&url, &g4, "01", "try", 1, -71).await, 409);
+}
