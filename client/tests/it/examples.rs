@@ -160,3 +160,37 @@ async fn tcc_transfer_handlers_survive_duplicate_and_out_of_order_requests() {
     let g4 = gid("tcc-refused");
     assert_eq!(tcc_call(&url, &g4, "01", "try", 1, -71).await, 409);
 }
+
+#[path = "../../examples/saga_register.rs"]
+mod saga_register;
+
+#[tokio::test]
+async fn saga_register_saves_both_rows_and_rolls_back_a_refused_score() {
+    let dtx = Dtx::start();
+    let pg = PgDb::create().await;
+    let my = MyDb::create().await;
+    let s = saga_register::Services {
+        users: pg.pool.clone(),
+        scores: my.pool.clone(),
+        scores_barrier: my.barrier_table.clone(),
+    };
+    saga_register::setup(&s).await.unwrap();
+    let url = serve(saga_register::router(s.clone())).await;
+
+    let g1 = gid("saga-register");
+    saga_register::register(&dtx.dtm, &url, &g1, "alice", 7)
+        .await
+        .unwrap();
+    dtx.wait_status(&g1, "succeed").await;
+    assert_eq!(saga_register::rows(&s, "alice").await.unwrap(), (true, true));
+
+    let g2 = gid("saga-register-refused");
+    let e = saga_register::register(&dtx.dtm, &url, &g2, "bob", 10)
+        .await
+        .unwrap_err();
+    assert!(e.is_failure(), "{e}");
+    dtx.wait_status(&g2, "failed").await;
+    assert_eq!(saga_register::rows(&s, "bob").await.unwrap(), (false, false));
+    // alice is untouched by bob's rollback.
+    assert_eq!(saga_register::rows(&s, "alice").await.unwrap(), (true, true));
+}
