@@ -58,8 +58,12 @@ pub async fn setup(banks: &Banks) -> sqlx::Result<()> {
                  balance bigint NOT NULL, trading_balance bigint NOT NULL DEFAULT 0)";
     sqlx::query(table).execute(&banks.out).await?;
     sqlx::query(table).execute(&banks.into).await?;
-    sqlx::query("DELETE FROM account").execute(&banks.out).await?;
-    sqlx::query("DELETE FROM account").execute(&banks.into).await?;
+    sqlx::query("DELETE FROM account")
+        .execute(&banks.out)
+        .await?;
+    sqlx::query("DELETE FROM account")
+        .execute(&banks.into)
+        .await?;
     sqlx::query("INSERT INTO account (user_id, balance) VALUES (1, 100)")
         .execute(&banks.out)
         .await?;

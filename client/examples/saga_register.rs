@@ -214,7 +214,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     sqlx::query("CREATE DATABASE IF NOT EXISTS dtx_example_saga")
         .execute(&my_admin)
         .await?;
-    let base = |u: &str| u.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_default();
+    let base = |u: &str| {
+        u.rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or_default()
+    };
     let s = Services {
         users: PgPool::connect(&format!("{}/dtx_example_saga", base(&pg_url))).await?,
         scores: MySqlPool::connect(&format!("{}/dtx_example_saga", base(&my_url))).await?,

@@ -73,9 +73,7 @@ async fn phase(
             "UPDATE account SET balance = balance + $1, trading_balance = trading_balance - $1 \
              WHERE user_id = $2"
         }
-        "cancel" => {
-            "UPDATE account SET trading_balance = trading_balance - $1 WHERE user_id = $2"
-        }
+        "cancel" => "UPDATE account SET trading_balance = trading_balance - $1 WHERE user_id = $2",
         other => return Err(Error::other(format!("unknown phase {other}"))),
     };
     params
@@ -103,7 +101,10 @@ pub async fn transfer(dtm: &Dtm, service: &str, gid: &str, amount: i64) -> dtx_c
     let [try_url, confirm, cancel] =
         ["try", "confirm", "cancel"].map(|p| format!("{service}/tcc/{p}"));
     tcc_global_transaction(dtm, gid, |tcc| async move {
-        let out = Leg { user_id: 1, amount: -amount };
+        let out = Leg {
+            user_id: 1,
+            amount: -amount,
+        };
         tcc.call_branch(&out, &try_url, &confirm, &cancel).await?;
         let into = Leg { user_id: 2, amount };
         tcc.call_branch(&into, &try_url, &confirm, &cancel).await?;

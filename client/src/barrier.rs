@@ -332,11 +332,15 @@ sql_barrier!(
 );
 
 sql_barrier!(
-    db = MySql, conn = MySqlConnection, name = "MySQL/MariaDB",
-    call = call_mysql, query_prepared = query_prepared_mysql,
+    db = MySql,
+    conn = MySqlConnection,
+    name = "MySQL/MariaDB",
+    call = call_mysql,
+    query_prepared = query_prepared_mysql,
     insert = "INSERT IGNORE INTO {table} (trans_type, gid, branch_id, op, barrier_id, reason) \
               VALUES (?, ?, ?, ?, ?, ?)",
-    select = "SELECT reason FROM {table} WHERE gid = ? AND branch_id = ? AND op = ? AND barrier_id = ?"
+    select =
+        "SELECT reason FROM {table} WHERE gid = ? AND branch_id = ? AND op = ? AND barrier_id = ?"
 );
 
 #[cfg(test)]

@@ -296,9 +296,7 @@ impl Msg {
                         .await
                 }
                 BarrierDb::MySql(pool) => {
-                    barrier
-                        .call_mysql(pool, |c| busi(DbConn::MySql(c)))
-                        .await
+                    barrier.call_mysql(pool, |c| busi(DbConn::MySql(c))).await
                 }
             }
         })

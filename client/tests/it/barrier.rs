@@ -259,6 +259,9 @@ async fn redis_barrier_adjusts_once_and_refuses_overdraft() {
         .redis_check_adjust_amount(&mut conn, key, -1, 60)
         .await
         .unwrap();
-    msg().redis_query_prepared(&mut conn, key, 60).await.unwrap();
+    msg()
+        .redis_query_prepared(&mut conn, key, 60)
+        .await
+        .unwrap();
     assert_eq!(balance(conn.clone()).await, 99);
 }

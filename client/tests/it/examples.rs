@@ -73,8 +73,16 @@ async fn msg_transfer_after_a_crash_is_found_by_the_check_back_and_credited_once
     // A repeated delivery of trans-in changes nothing.
     let reply = reqwest::Client::new()
         .post(format!("{url}/bank2/trans-in"))
-        .query(&[("gid", g.as_str()), ("trans_type", "msg"), ("branch_id", "01"), ("op", "action")])
-        .json(&msg_transfer::Transfer { user_id: 2, amount: 30 })
+        .query(&[
+            ("gid", g.as_str()),
+            ("trans_type", "msg"),
+            ("branch_id", "01"),
+            ("op", "action"),
+        ])
+        .json(&msg_transfer::Transfer {
+            user_id: 2,
+            amount: 30,
+        })
         .send()
         .await
         .unwrap();
@@ -97,7 +105,9 @@ async fn tcc_bank() -> (Dtx, PgDb, String) {
 async fn tcc_transfer_confirms_frozen_funds() {
     let (dtx, pg, url) = tcc_bank().await;
     let g = gid("tcc-transfer");
-    tcc_transfer::transfer(&dtx.dtm, &url, &g, 30).await.unwrap();
+    tcc_transfer::transfer(&dtx.dtm, &url, &g, 30)
+        .await
+        .unwrap();
     dtx.wait_status(&g, "succeed").await;
     assert_eq!(tcc_transfer::account(&pg.pool, 1).await.unwrap(), (70, 0));
     assert_eq!(tcc_transfer::account(&pg.pool, 2).await.unwrap(), (130, 0));
@@ -120,7 +130,12 @@ async fn tcc_transfer_with_insufficient_balance_unfreezes_everything() {
 async fn tcc_call(url: &str, g: &str, branch: &str, op: &str, user_id: i64, amount: i64) -> u16 {
     reqwest::Client::new()
         .post(format!("{url}/tcc/{op}"))
-        .query(&[("gid", g), ("trans_type", "tcc"), ("branch_id", branch), ("op", op)])
+        .query(&[
+            ("gid", g),
+            ("trans_type", "tcc"),
+            ("branch_id", branch),
+            ("op", op),
+        ])
         .json(&tcc_transfer::Leg { user_id, amount })
         .send()
         .await
@@ -136,7 +151,10 @@ async fn tcc_transfer_handlers_survive_duplicate_and_out_of_order_requests() {
     let g1 = gid("tcc-dup");
     assert_eq!(tcc_call(&url, &g1, "01", "try", 1, -30).await, 200);
     assert_eq!(tcc_call(&url, &g1, "01", "try", 1, -30).await, 200);
-    assert_eq!(tcc_transfer::account(&pg.pool, 1).await.unwrap(), (100, -30));
+    assert_eq!(
+        tcc_transfer::account(&pg.pool, 1).await.unwrap(),
+        (100, -30)
+    );
     assert_eq!(tcc_call(&url, &g1, "01", "confirm", 1, -30).await, 200);
     assert_eq!(tcc_call(&url, &g1, "01", "confirm", 1, -30).await, 200);
     assert_eq!(tcc_transfer::account(&pg.pool, 1).await.unwrap(), (70, 0));
@@ -182,7 +200,10 @@ async fn saga_register_saves_both_rows_and_rolls_back_a_refused_score() {
         .await
         .unwrap();
     dtx.wait_status(&g1, "succeed").await;
-    assert_eq!(saga_register::rows(&s, "alice").await.unwrap(), (true, true));
+    assert_eq!(
+        saga_register::rows(&s, "alice").await.unwrap(),
+        (true, true)
+    );
 
     let g2 = gid("saga-register-refused");
     let e = saga_register::register(&dtx.dtm, &url, &g2, "bob", 10)
@@ -190,7 +211,13 @@ async fn saga_register_saves_both_rows_and_rolls_back_a_refused_score() {
         .unwrap_err();
     assert!(e.is_failure(), "{e}");
     dtx.wait_status(&g2, "failed").await;
-    assert_eq!(saga_register::rows(&s, "bob").await.unwrap(), (false, false));
+    assert_eq!(
+        saga_register::rows(&s, "bob").await.unwrap(),
+        (false, false)
+    );
     // alice is untouched by bob's rollback.
-    assert_eq!(saga_register::rows(&s, "alice").await.unwrap(), (true, true));
+    assert_eq!(
+        saga_register::rows(&s, "alice").await.unwrap(),
+        (true, true)
+    );
 }

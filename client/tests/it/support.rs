@@ -156,7 +156,13 @@ impl Dtx {
             .as_array()
             .unwrap()
             .iter()
-            .map(|b| format!("{}:{}", b["op"].as_str().unwrap(), b["status"].as_str().unwrap()))
+            .map(|b| {
+                format!(
+                    "{}:{}",
+                    b["op"].as_str().unwrap(),
+                    b["status"].as_str().unwrap()
+                )
+            })
             .collect()
     }
 }

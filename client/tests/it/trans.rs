@@ -211,7 +211,10 @@ async fn msg_submit_calls_actions_and_abort_calls_none() {
         .add(&format!("{url}/in1"), &1)
         .add(&format!("{url}/in2"), &2);
     msg.prepare(&format!("{url}/qp")).await.unwrap();
-    assert_eq!(dtx.dtm.status(&g).await.unwrap().as_deref(), Some("prepared"));
+    assert_eq!(
+        dtx.dtm.status(&g).await.unwrap().as_deref(),
+        Some("prepared")
+    );
     msg.submit().await.unwrap();
     dtx.wait_status(&g, "succeed").await;
     assert_eq!(svc.calls.all(), ["in1", "in2"]);
@@ -228,7 +231,11 @@ async fn msg_submit_calls_actions_and_abort_calls_none() {
 async fn coordinator_errors_are_typed() {
     let dtx = Dtx::start();
     let g = gid("typed");
-    Saga::new(&dtx.dtm, &g).add("", "", &()).submit().await.unwrap();
+    Saga::new(&dtx.dtm, &g)
+        .add("", "", &())
+        .submit()
+        .await
+        .unwrap();
     dtx.wait_status(&g, "succeed").await;
     // Preparing a finished transaction is a FAILURE (409).
     let mut msg = Msg::new(&dtx.dtm, &g).add("", &());
