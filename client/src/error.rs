@@ -109,10 +109,16 @@ impl Error {
     /// ```
     pub fn from_reply(status: u16, body: &str) -> Result<(), Self> {
         if status == 425 || body.contains("ONGOING") {
-            return Err(Self::Ongoing(message_of(body)));
+            let m = message_of(body);
+            return Err(Self::Ongoing(
+                m.strip_suffix(" ONGOING").unwrap_or(&m).to_owned(),
+            ));
         }
         if status == 409 || body.contains("FAILURE") {
-            return Err(Self::Failure(message_of(body)));
+            let m = message_of(body);
+            return Err(Self::Failure(
+                m.strip_suffix(" FAILURE").unwrap_or(&m).to_owned(),
+            ));
         }
         if status != 200 {
             return Err(Self::Status {
