@@ -1,0 +1,43 @@
+//! Client SDK for dtx and any dtm server, over dtm's
+//! HTTP API only.
+//!
+//! # Layout
+//! In the order a transaction travels:
+//! - [`client`]: [`Dtm`], the coordinator's HTTP API, and [`TransOptions`].
+//! - [`saga`], [`msg`], [`tcc`]: one module per
+//!   transaction type, each a builder or scope that ends in submit or abort.
+//! - [`axum`]: branch-handler helpers: [`axum::BranchParams`] from the
+//!   query, replies with the contract's status codes.
+//! - [`barrier`]: the sub-transaction barrier for PostgreSQL and
+//!   MySQL/MariaDB (sqlx), with its DDL; [`redis_barrier`]: the same on
+//!   Redis, Cluster-safe.
+//! - [`error`]: [`Error`], with FAILURE, ONGOING and DUPLICATED as variants.
+//!
+//! ```no_run
+//! # async fn f() -> dtx_client::Result<()> {
+//! use dtx_client::{Dtm, Saga};
+//! let dtm = Dtm::new("http://localhost:36789/api/dtmsvr");
+//! let gid = dtm.new_gid().await?;
+//! Saga::new(&dtm, &gid)
+//!     .add("http://svc/out", "http://svc/out-revert", &serde_json::json!({"amount": 30}))
+//!     .wait_result()
+//!     .submit()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+pub mod axum;
+pub mod barrier;
+pub mod client;
+pub mod error;
+pub mod msg;
+pub mod redis_barrier;
+pub mod saga;
+pub mod tcc;
+
+pub use barrier::BranchBarrier;
+pub use client::{Dtm, TransOptions};
+pub use error::{Error, Result};
+pub use msg::{BarrierDb, DbConn, Msg};
+pub use saga::Saga;
+pub use tcc::{tcc_global_transaction, tcc_global_transaction_with, Tcc};

@@ -1,0 +1,9 @@
+//! Integration tests of dtx-client against a real dtx process, real
+//! PostgreSQL, MariaDB and Redis, and real HTTP branch services.
+
+#![allow(unreachable_pub)]
+
+mod barrier;
+mod examples;
+mod support;
+mod trans;

@@ -1,0 +1,317 @@
+//! Test support: a private `redis-server` and a real `dtx` process per test,
+//! throwaway PostgreSQL and MariaDB databases, and HTTP services on free
+//! ports.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use dtx_client::Dtm;
+use sqlx::{MySqlPool, PgPool};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A unique gid for a test.
+pub fn gid(name: &str) -> String {
+    format!("{name}-{:016x}", fastrand::u64(..))
+}
+
+/// A private `redis-server` on a free port, killed when dropped.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("dtx-client-redis-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--save", "", "--maxmemory-policy", "noeviction"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tests need redis-server on PATH (apt-get install redis-server)");
+        let server = Self { child, port, dir };
+        wait_port(port, "redis-server");
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    panic!("{what} on port {port} did not start");
+}
+
+/// The dtx binary: `$DTX_BIN`, else `target/debug/dtx` of this workspace.
+fn dtx_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("DTX_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../debug/dtx");
+    assert!(
+        p.exists(),
+        "the client tests start the dtx binary, which is missing at {}: run `cargo build --bin dtx` first (or set DTX_BIN)",
+        p.display()
+    );
+    p
+}
+
+/// A real dtx process on its own redis-server, with fast retries.
+pub struct Dtx {
+    child: Child,
+    _redis: RedisServer,
+    pub dtm: Dtm,
+}
+
+impl Dtx {
+    pub fn start() -> Self {
+        let redis = RedisServer::start();
+        let port = free_port();
+        let child = Command::new(dtx_bin())
+            .env("DTX_REDIS_URL", redis.url())
+            .env("DTX_HTTP_PORT", port.to_string())
+            .env("DTX_HTTP_HOST", "127.0.0.1")
+            .env("DTX_REDIS_KEY_PREFIX", "t")
+            .env("DTX_REDIS_SHARDS", "2")
+            .env("DTX_SCHEDULER_LEASE_MS", "1500")
+            .env("DTX_SCHEDULER_RECHECK_MS", "100")
+            .env("DTX_RETRY_BASE_MS", "100")
+            .env("DTX_RETRY_MAX_MS", "500")
+            .env("DTX_LOG_LEVEL", "warn")
+            .env("DTX_HTTP_DRAIN_DELAY_MS", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("dtx starts");
+        wait_port(port, "dtx");
+        Self {
+            child,
+            _redis: redis,
+            dtm: Dtm::new(format!("http://127.0.0.1:{port}/api/dtmsvr")),
+        }
+    }
+
+    /// Waits until the transaction reaches `want`; panics with the last
+    /// status after 20 s.
+    pub async fn wait_status(&self, gid: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = None;
+        while Instant::now() < deadline {
+            last = self.dtm.status(gid).await.unwrap();
+            if last.as_deref() == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{gid}: wanted {want}, last status {last:?}");
+    }
+
+    /// The statuses of the branches, in storage order, as `op:status`.
+    pub async fn branches(&self, gid: &str) -> Vec<String> {
+        let q = self.dtm.query(gid).await.unwrap();
+        q["branches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}:{}",
+                    b["op"].as_str().unwrap(),
+                    b["status"].as_str().unwrap()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Dtx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Serves `app` on a free port; returns its base URL.
+pub async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    format!("http://{addr}")
+}
+
+/// A log of calls a test service received, as `path?op` lines.
+#[derive(Clone, Default)]
+pub struct Calls(Arc<Mutex<Vec<String>>>);
+
+impl Calls {
+    pub fn push(&self, s: impl Into<String>) {
+        self.0.lock().unwrap().push(s.into());
+    }
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn count(&self, s: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|c| *c == s).count()
+    }
+}
+
+fn db_name() -> String {
+    format!("dtx_test_{:016x}", fastrand::u64(..))
+}
+
+const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const MYSQL_ADMIN_URL: &str = "mysql://root@127.0.0.1:3306/mysql";
+
+/// A PostgreSQL database created for one test and dropped at its end.
+pub struct PgDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl PgDb {
+    pub async fn create() -> Self {
+        let name = db_name();
+        let admin = PgPool::connect(PG_ADMIN_URL)
+            .await
+            .expect("tests need PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        let pool = PgPool::connect(&url).await.unwrap();
+        for stmt in dtx_client::barrier::postgres_ddl(dtx_client::barrier::DEFAULT_TABLE) {
+            sqlx::query(&stmt).execute(&pool).await.unwrap();
+        }
+        Self { name, url, pool }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        drop_db(move || async move {
+            let admin = PgPool::connect(PG_ADMIN_URL).await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&admin)
+                .await?;
+            admin.close().await;
+            Ok(())
+        });
+    }
+}
+
+/// A MariaDB database created for one test and dropped at its end; its
+/// barrier table is `<name>.barrier`, so nothing is written elsewhere.
+pub struct MyDb {
+    pub name: String,
+    pub url: String,
+    pub pool: MySqlPool,
+    pub barrier_table: String,
+}
+
+impl MyDb {
+    pub async fn create() -> Self {
+        let name = db_name();
+        let admin = MySqlPool::connect(MYSQL_ADMIN_URL)
+            .await
+            .expect("tests need MariaDB/MySQL on 127.0.0.1:3306 (root, empty password)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let url = format!("mysql://root@127.0.0.1:3306/{name}");
+        let pool = MySqlPool::connect(&url).await.unwrap();
+        let barrier_table = format!("{name}.barrier");
+        for stmt in dtx_client::barrier::mysql_ddl(&barrier_table) {
+            sqlx::query(&stmt).execute(&pool).await.unwrap();
+        }
+        Self {
+            name,
+            url,
+            pool,
+            barrier_table,
+        }
+    }
+}
+
+impl Drop for MyDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        drop_db(move || async move {
+            let admin = MySqlPool::connect(MYSQL_ADMIN_URL).await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+                .execute(&admin)
+                .await?;
+            admin.close().await;
+            Ok(())
+        });
+    }
+}
+
+/// Runs an async cleanup to its end on a thread of its own (Drop cannot
+/// await, and may run inside a runtime).
+fn drop_db<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), sqlx::Error>>,
+{
+    let t = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        if let Err(e) = rt.block_on(f()) {
+            eprintln!("could not drop a test database: {e}");
+        }
+    });
+    let _ = t.join();
+}
