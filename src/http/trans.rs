@@ -455,6 +455,9 @@ pub(super) async fn do_prepare_workflow(s: &AppState, body: TransBody) -> ApiRes
 fn not_success(t: &Trans) -> ApiError {
     if t.reason.is_empty() {
         ApiError::Failure("wait result not return success: FAILURE".into())
+    } else if t.reason.ends_with("FAILURE") {
+        // a branch's failure text already says so
+        ApiError::Failure(t.reason.clone())
     } else {
         ApiError::Failure(format!("{} FAILURE", t.reason))
     }
