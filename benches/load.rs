@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo bench --bench load -- <workload> [--conc N] [--secs S] [--rate R] [--aof] [--count N]
-//! workloads: w0 w1 w2 w3 w4 w5 w6 fanout redis all
+//! workloads: w0 w1 w2 w3 w4 w5 w6 fanout redis dtmrs all
 //! ```
 
 use std::collections::HashMap;
@@ -169,6 +169,35 @@ fn wait_port(port: u16) {
         std::thread::sleep(Duration::from_millis(25));
     }
     panic!("nothing listens on {port}");
+}
+
+/// The peer coordinator `dtmrs` (crates.io, `cargo install dtmrs --features
+/// redis`), when installed: `$DTMRS_BIN`, else `dtmrs` on PATH.
+fn dtmrs_bin() -> Option<String> {
+    if let Ok(p) = std::env::var("DTMRS_BIN") {
+        return Some(p);
+    }
+    let found = Command::new("sh")
+        .args(["-c", "command -v dtmrs"])
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+    (!path.is_empty()).then_some(path)
+}
+
+fn start_dtmrs(bin: &str, redis: &Redis) -> (Proc, String) {
+    let port = free_port();
+    let grpc = free_port();
+    let child = Command::new(bin)
+        .env("DTMRS_DB", format!("{}/0", redis.url()))
+        .env("DTMRS_ADDR", format!("127.0.0.1:{port}"))
+        .env("DTMRS_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("dtmrs starts");
+    wait_port(port);
+    (Proc { child, name: "dtmrs" }, format!("http://127.0.0.1:{port}/api/dtmsvr"))
 }
 
 /// The branch service, as a child process of this binary.
@@ -658,6 +687,11 @@ fn check_statuses(redis: &Redis, tag: &str, n: u64, status: &str) -> Result<(), 
 }
 
 async fn workload(name: &str, kind: Kind, replicas: usize, o: &Opts) {
+    workload_on(name, kind, replicas, o, None).await
+}
+
+/// Runs a workload against dtx, or against the peer `dtmrs` binary.
+async fn workload_on(name: &str, kind: Kind, replicas: usize, o: &Opts, peer: Option<&str>) {
     for &conc in &o.conc {
         let redis = Redis::start(o.aof);
         let waiters = Waiters::default();
@@ -665,7 +699,10 @@ async fn workload(name: &str, kind: Kind, replicas: usize, o: &Opts) {
         let b = Branches::start(notify, None);
         let mut dtxs = Vec::new();
         for _ in 0..replicas {
-            dtxs.push(start_dtx(&redis, &[]));
+            dtxs.push(match peer {
+                Some(bin) => start_dtmrs(bin, &redis),
+                None => start_dtx(&redis, &[]),
+            });
         }
         let targets: Vec<String> = dtxs.iter().map(|(_, u)| u.clone()).collect();
         // warm up connections and code paths
@@ -733,6 +770,9 @@ async fn workload(name: &str, kind: Kind, replicas: usize, o: &Opts) {
         };
         let check = if run.errors > 0 {
             Err(format!("{} errors", run.errors))
+        } else if peer.is_some() {
+            // the peer's keys are its own: check the branch calls only
+            check_calls(&delta, &want)
         } else {
             check_calls(&delta, &want).and_then(|()| check_statuses(&redis, &tag, n, status))
         };
@@ -1079,8 +1119,17 @@ fn main() {
         if all || which == "w5" {
             recovery(&o, 1).await;
         }
+        if all || which == "dtmrs" {
+            match dtmrs_bin() {
+                Some(bin) => {
+                    workload_on("w0-dtmrs", Kind::W0, 1, &o, Some(&bin)).await;
+                    workload_on("w1-dtmrs", Kind::W1, 1, &o, Some(&bin)).await;
+                }
+                None => eprintln!("dtmrs is not installed (cargo install dtmrs --features redis): peer baseline skipped"),
+            }
+        }
         if which == "help" {
-            eprintln!("usage: cargo bench --bench load -- <w0|w1|w2|w3|w4|w5|w6|fanout|redis|all> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N]");
+            eprintln!("usage: cargo bench --bench load -- <w0|w1|w2|w3|w4|w5|w6|fanout|redis|dtmrs|all> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N]");
         }
     });
 }
