@@ -197,7 +197,13 @@ fn start_dtmrs(bin: &str, redis: &Redis) -> (Proc, String) {
         .spawn()
         .expect("dtmrs starts");
     wait_port(port);
-    (Proc { child, name: "dtmrs" }, format!("http://127.0.0.1:{port}/api/dtmsvr"))
+    (
+        Proc {
+            child,
+            name: "dtmrs",
+        },
+        format!("http://127.0.0.1:{port}/api/dtmsvr"),
+    )
 }
 
 /// The branch service, as a child process of this binary.

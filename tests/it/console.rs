@@ -162,6 +162,11 @@ impl Browser {
         .await;
     }
 
+    /// Ends the session (and its browser).
+    async fn quit(&self) {
+        let _ = self.http.delete(&self.base).send().await;
+    }
+
     async fn screenshot(&self, path: &std::path::Path) {
         use base64::Engine as _;
         let v = self
@@ -176,6 +181,12 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // chromedriver does not take its browser down when killed: end every
+        // process started with this test's profile too
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(self.profile.display().to_string())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
