@@ -698,7 +698,13 @@ async fn workload(name: &str, kind: Kind, replicas: usize, o: &Opts) {
 
 /// Runs a workload against dtx, or against the peer `dtmrs` binary.
 async fn workload_on(name: &str, kind: Kind, replicas: usize, o: &Opts, peer: Option<&str>) {
-    for &conc in &o.conc {
+    // an open-loop run has no concurrency setting: run it once
+    let concs = if o.rate.is_some() {
+        vec![0]
+    } else {
+        o.conc.clone()
+    };
+    for conc in concs {
         let redis = Redis::start(o.aof);
         let waiters = Waiters::default();
         let notify = waiters.listen();
