@@ -272,4 +272,5 @@ async fn console_lists_shows_detail_and_retries_now() {
         shot2.display()
     );
     assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+    browser.quit().await;
 }
