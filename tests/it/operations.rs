@@ -1,12 +1,12 @@
 //! Operations: metrics after known traffic, health, and drain under load.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{free_port, gid, prefix, saga_body, Branches, RedisServer, Reply};
+use crate::support::{gid, prefix, saga_body, spawn_dtx, Branches, RedisServer, Reply};
 
 struct Proc {
     child: Child,
@@ -15,31 +15,11 @@ struct Proc {
 
 impl Proc {
     fn start(redis: &RedisServer, prefix: &str, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_dtx"))
-            .env("DTX_REDIS_URL", redis.url())
-            .env("DTX_HTTP_PORT", port.to_string())
-            .env("DTX_HTTP_HOST", "127.0.0.1")
-            .env("DTX_REDIS_KEY_PREFIX", prefix)
-            .env("DTX_REDIS_SHARDS", "4")
-            .env("DTX_SCHEDULER_LEASE_MS", "1500")
-            .env("DTX_SCHEDULER_RECHECK_MS", "200")
-            .env("DTX_RETRY_BASE_MS", "100")
-            .env("DTX_LOG_LEVEL", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let p = Self {
+        let (child, port) = spawn_dtx(redis, prefix, env);
+        Self {
             child,
             root: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "dtx did not start");
-            std::thread::sleep(Duration::from_millis(50));
         }
-        p
     }
 
     fn sigterm(&self) {

@@ -1,12 +1,13 @@
 //! Several replicas on one Redis, as real processes.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::support::{
-    free_port, gid, prefix, saga_body, wait_status_at, Branches, RedisServer, Reply, StatusSource,
+    free_port, gid, prefix, saga_body, spawn_dtx, wait_status_at, Branches, RedisServer, Reply,
+    StatusSource,
 };
 
 /// A dtx process.
@@ -22,47 +23,12 @@ impl Replica {
     }
 
     fn start_with(redis: &RedisServer, prefix: &str, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_dtx"))
-            .env("DTX_REDIS_URL", redis.url())
-            .env("DTX_HTTP_PORT", port.to_string())
-            .env("DTX_HTTP_HOST", "127.0.0.1")
-            .env("DTX_REDIS_KEY_PREFIX", prefix)
-            .env("DTX_REDIS_SHARDS", "4")
-            .env("DTX_SCHEDULER_LEASE_MS", "1500")
-            .env("DTX_SCHEDULER_RECHECK_MS", "200")
-            .env("DTX_RETRY_BASE_MS", "100")
-            .env("DTX_RETRY_MAX_MS", "1000")
-            .env("DTX_LOG_LEVEL", "warn")
-            .env("DTX_HTTP_DRAIN_DELAY_MS", "0")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("dtx binary starts");
-        let r = Self {
+        let (child, port) = spawn_dtx(redis, prefix, env);
+        Self {
             child,
             base: format!("http://127.0.0.1:{port}/api/dtmsvr"),
             http: reqwest::Client::new(),
-        };
-        r.wait_ready();
-        r
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let url = self.base.replace("/api/dtmsvr", "/api/ping");
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(
-                url.trim_start_matches("http://").split('/').next().unwrap(),
-            )
-            .is_ok()
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("replica did not start");
     }
 
     async fn post(&self, route: &str, body: &Value) -> u16 {

@@ -152,6 +152,36 @@ impl Drop for RedisServer {
     }
 }
 
+/// Starts the dtx binary on `redis` under key prefix `prefix`, with short
+/// test timings and then `env` on top; returns it once it listens, with
+/// its port.
+pub fn spawn_dtx(redis: &RedisServer, prefix: &str, env: &[(&str, &str)]) -> (Child, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_dtx"))
+        .env("DTX_REDIS_URL", redis.url())
+        .env("DTX_HTTP_PORT", port.to_string())
+        .env("DTX_HTTP_HOST", "127.0.0.1")
+        .env("DTX_REDIS_KEY_PREFIX", prefix)
+        .env("DTX_REDIS_SHARDS", "4")
+        .env("DTX_SCHEDULER_LEASE_MS", "1500")
+        .env("DTX_SCHEDULER_RECHECK_MS", "200")
+        .env("DTX_RETRY_BASE_MS", "100")
+        .env("DTX_RETRY_MAX_MS", "1000")
+        .env("DTX_LOG_LEVEL", "warn")
+        .env("DTX_HTTP_DRAIN_DELAY_MS", "0")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the dtx binary starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "dtx did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
+}
+
 /// Settings for a test replica against `redis_url`: port 0, a unique key
 /// prefix, and short timings.
 pub fn test_settings(redis_url: &str, prefix: &str) -> Settings {
