@@ -7,3 +7,4 @@ mod barrier;
 mod examples;
 mod support;
 mod trans;
+mod xa;
