@@ -147,3 +147,30 @@ async fn xa_mysql_failed_second_branch_rolls_back_the_first() {
         .unwrap()
         .contains("account 2 refuses"));
 }
+
+#[tokio::test]
+async fn xa_mysql_panic_in_the_scope_aborts_and_resumes_it() {
+    let (dtx, db, _bank, url) = setup().await;
+    let g = gid("xa-panic");
+    let (dtm, g2) = (dtx.dtm.clone(), g.clone());
+    let joined = tokio::spawn(async move {
+        xa_global_transaction(&dtm, &g2, |xa| async move {
+            xa.call_branch(&json!({"amount": -30}), &format!("{url}/xa/1"))
+                .await?;
+            if xa.gid().starts_with("xa-panic") {
+                panic!("bug in the scope");
+            }
+            Ok(())
+        })
+        .await
+    })
+    .await;
+    assert!(joined.unwrap_err().is_panic());
+    dtx.wait_status(&g, "failed").await;
+    assert_eq!(
+        dtx.branches(&g).await,
+        ["rollback:succeed", "commit:prepared"]
+    );
+    assert_eq!(balances(&db.pool).await, [100, 100]);
+    assert_eq!(pending_xids(&db.pool, &g).await, 0);
+}
