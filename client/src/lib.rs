@@ -6,8 +6,9 @@
 //! - [`client`]: [`Dtm`], the coordinator's HTTP API, and [`TransOptions`].
 //! - [`saga`], [`msg`], [`tcc`], [`xa`]: one module per
 //!   transaction type, each a builder or scope that ends in submit or abort;
-//!   [`xa`] also has the branch side on MySQL/MariaDB; [`workflow`] runs
-//!   recorded steps in the client and replays them on resume.
+//!   [`xa`] also has the branch side on MySQL/MariaDB and PostgreSQL;
+//!   [`workflow`] runs recorded steps in the client and replays them on
+//!   resume.
 //! - [`axum`]: branch-handler helpers: [`axum::BranchParams`] from the
 //!   query, replies with the contract's status codes.
 //! - [`barrier`]: the sub-transaction barrier for PostgreSQL and
@@ -46,4 +47,4 @@ pub use msg::{BarrierDb, DbConn, Msg};
 pub use saga::Saga;
 pub use tcc::{tcc_global_transaction, tcc_global_transaction_with, Tcc};
 pub use workflow::{Workflow, WorkflowCtx};
-pub use xa::{xa_global_transaction, xa_global_transaction_with, Xa, XaMysql};
+pub use xa::{xa_global_transaction, xa_global_transaction_with, Xa, XaMysql, XaPostgres};

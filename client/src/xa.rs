@@ -1,4 +1,4 @@
-//! XA (contract §3.8) on MySQL/MariaDB.
+//! XA (contract §3.8) on MySQL/MariaDB and PostgreSQL.
 //!
 //! Client side, [`xa_global_transaction`] prepares the global transaction,
 //! lets user code call each branch's action through [`Xa::call_branch`],
@@ -9,6 +9,7 @@
 //! that it registers with the coordinator and leaves prepared
 //! ([`XaMysql::xa_local`]), and answers the coordinator's phase 2
 //! ([`XaMysql::xa_commit`], [`XaMysql::xa_rollback`]).
+//! [`XaPostgres`] does the same on PostgreSQL with `PREPARE TRANSACTION`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -495,4 +496,207 @@ async fn roll_back_local(mut conn: sqlx::pool::PoolConnection<sqlx::MySql>, xid:
     let _ = exec(&mut conn, format!("XA END {xid}")).await;
     let _ = exec(&mut conn, format!("XA ROLLBACK {xid}")).await;
     let _ = sqlx::Connection::close(conn.detach()).await;
+}
+
+/// The branch side of XA on PostgreSQL: the action runs in a local
+/// transaction that ends in `PREPARE TRANSACTION 'gid-branch'`, phase 2 is
+/// `COMMIT PREPARED` or `ROLLBACK PREPARED`. The server needs
+/// `max_prepared_transactions` > 0 (its default, 0, refuses PREPARE).
+/// The barrier table defaults to [`DEFAULT_TABLE`].
+///
+/// ```no_run
+/// # async fn f(pool: sqlx::PgPool, dtm: dtx_client::Dtm, params: dtx_client::xa::XaParams) -> dtx_client::Result<()> {
+/// let xa = dtx_client::XaPostgres::new(pool, dtm);
+/// match params.op.as_str() {
+///     "action" => xa.xa_local(&params, |c| Box::pin(async move {
+///         sqlx::query("UPDATE account SET balance = balance - 30 WHERE id = 1").execute(c).await?;
+///         Ok(())
+///     })).await?,
+///     _ => xa.xa_phase2(&params).await?,
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct XaPostgres {
+    pool: sqlx::PgPool,
+    dtm: Dtm,
+    table: String,
+}
+
+impl XaPostgres {
+    /// XA branches on `pool`, registered with `dtm`.
+    ///
+    /// ```no_run
+    /// # fn f(pool: sqlx::PgPool) {
+    /// let xa = dtx_client::XaPostgres::new(pool, dtx_client::Dtm::new("http://localhost:36789/api/dtmsvr"));
+    /// # let _ = xa; }
+    /// ```
+    pub fn new(pool: sqlx::PgPool, dtm: Dtm) -> Self {
+        Self {
+            pool,
+            dtm,
+            table: DEFAULT_TABLE.to_owned(),
+        }
+    }
+
+    /// Uses another barrier table (`schema.table` or a bare name, trusted).
+    ///
+    /// ```no_run
+    /// # fn f(xa: dtx_client::XaPostgres) {
+    /// let xa = xa.with_table("bank.barrier");
+    /// # let _ = xa; }
+    /// ```
+    pub fn with_table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// The action of an XA branch: `BEGIN`, insert the barrier row (op
+    /// `action`, barrier `01`), run `busi`, register the branch (`url` =
+    /// `phase2_url`), then `PREPARE TRANSACTION 'gid-branch'`. On any error
+    /// (or a panic in `busi`) the transaction is rolled back and the error
+    /// returned.
+    ///
+    /// ```no_run
+    /// # async fn f(xa: dtx_client::XaPostgres, params: dtx_client::xa::XaParams) -> dtx_client::Result<()> {
+    /// xa.xa_local(&params, |c| Box::pin(async move {
+    ///     sqlx::query("UPDATE account SET balance = balance + 30 WHERE id = 2").execute(c).await?;
+    ///     Ok(())
+    /// }))
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn xa_local<F>(&self, params: &XaParams, busi: F) -> Result<()>
+    where
+        F: for<'c> FnOnce(&'c mut sqlx::PgConnection) -> BoxFuture<'c, Result<()>> + Send,
+    {
+        let xid = quoted_xid(params)?;
+        let mut conn = self.pool.acquire().await?;
+        pg_exec(&mut conn, "BEGIN".to_owned()).await?;
+        let outcome = AssertUnwindSafe(self.local_body(&mut conn, params, xid, busi))
+            .catch_unwind()
+            .await;
+        let rollback = |mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>| async move {
+            let _ = pg_exec(&mut conn, "ROLLBACK".to_owned()).await;
+            let _ = sqlx::Connection::close(conn.detach()).await;
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                rollback(conn).await;
+                Err(e)
+            }
+            Err(panic) => {
+                rollback(conn).await;
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    fn local_body<'a, F>(
+        &'a self,
+        conn: &'a mut sqlx::PgConnection,
+        params: &'a XaParams,
+        xid: String,
+        busi: F,
+    ) -> BoxFuture<'a, Result<()>>
+    where
+        F: for<'c> FnOnce(&'c mut sqlx::PgConnection) -> BoxFuture<'c, Result<()>> + Send + 'a,
+    {
+        async move {
+            self.insert_barrier(&mut *conn, params, "action").await?;
+            busi(&mut *conn).await?;
+            if params.phase2_url.is_empty() {
+                return Err(Error::other("the XA action request has no phase2_url"));
+            }
+            let mut register = BTreeMap::new();
+            register.insert("gid", params.gid.clone());
+            register.insert("trans_type", "xa".to_owned());
+            register.insert("branch_id", params.branch_id.clone());
+            register.insert("url", params.phase2_url.clone());
+            self.dtm.register_branch(&register).await?;
+            pg_exec(&mut *conn, format!("PREPARE TRANSACTION {xid}")).await
+        }
+        .boxed()
+    }
+
+    fn insert_barrier<'a>(
+        &'a self,
+        conn: &'a mut sqlx::PgConnection,
+        params: &'a XaParams,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        async move {
+            sqlx::query(&format!(
+                "INSERT INTO {} (trans_type, gid, branch_id, op, barrier_id, reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                self.table
+            ))
+            .bind("xa")
+            .bind(&params.gid)
+            .bind(&params.branch_id)
+            .bind("action")
+            .bind("01")
+            .bind(reason)
+            .execute(conn)
+            .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    /// Phase 2 commit: `COMMIT PREPARED 'gid-branch'`; an unknown
+    /// transaction (already committed) counts as success.
+    ///
+    /// ```no_run
+    /// # async fn f(xa: dtx_client::XaPostgres, params: dtx_client::xa::XaParams) -> dtx_client::Result<()> {
+    /// xa.xa_commit(&params).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn xa_commit(&self, params: &XaParams) -> Result<()> {
+        let xid = quoted_xid(params)?;
+        let mut conn = self.pool.acquire().await?;
+        ignore_unknown_xid(pg_exec(&mut conn, format!("COMMIT PREPARED {xid}")).await)
+    }
+
+    /// Phase 2 rollback: `ROLLBACK PREPARED 'gid-branch'` (an unknown
+    /// transaction counts as success), then the barrier row (op `action`,
+    /// barrier `01`, reason `rollback`) unless it exists.
+    ///
+    /// ```no_run
+    /// # async fn f(xa: dtx_client::XaPostgres, params: dtx_client::xa::XaParams) -> dtx_client::Result<()> {
+    /// xa.xa_rollback(&params).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn xa_rollback(&self, params: &XaParams) -> Result<()> {
+        let xid = quoted_xid(params)?;
+        let mut conn = self.pool.acquire().await?;
+        ignore_unknown_xid(pg_exec(&mut conn, format!("ROLLBACK PREPARED {xid}")).await)?;
+        self.insert_barrier(&mut conn, params, "rollback").await
+    }
+
+    /// Phase 2 by the request's op (`commit` or `rollback`).
+    ///
+    /// ```no_run
+    /// # async fn f(xa: dtx_client::XaPostgres, params: dtx_client::xa::XaParams) -> dtx_client::Result<()> {
+    /// if params.op != "action" { xa.xa_phase2(&params).await?; }
+    /// # Ok(()) }
+    /// ```
+    pub async fn xa_phase2(&self, params: &XaParams) -> Result<()> {
+        match params.op.as_str() {
+            "commit" => self.xa_commit(params).await,
+            "rollback" => self.xa_rollback(params).await,
+            other => Err(Error::other(format!("not an XA phase-2 op: {other}"))),
+        }
+    }
+}
+
+/// One statement over PostgreSQL's simple query protocol, boxed so that
+/// callers' futures stay Send.
+fn pg_exec(conn: &mut sqlx::PgConnection, sql: String) -> BoxFuture<'_, Result<()>> {
+    async move {
+        sqlx::Executor::execute(conn, sql.as_str()).await?;
+        Ok(())
+    }
+    .boxed()
 }

@@ -174,3 +174,111 @@ async fn xa_mysql_panic_in_the_scope_aborts_and_resumes_it() {
     assert_eq!(balances(&db.pool).await, [100, 100]);
     assert_eq!(pending_xids(&db.pool, &g).await, 0);
 }
+
+/// The PostgreSQL bank: the same transfer on a private server.
+#[derive(Clone)]
+struct PgBank {
+    xa: dtx_client::XaPostgres,
+    refuse: Option<i64>,
+}
+
+async fn pg_xa_branch(
+    State(bank): State<PgBank>,
+    Path(account): Path<i64>,
+    params: XaParams,
+    body: Bytes,
+) -> dtx_client::Result<Success> {
+    if params.op != "action" {
+        bank.xa.xa_phase2(&params).await?;
+        return Ok(Success);
+    }
+    let body: Value = serde_json::from_slice(&body)?;
+    let amount = body["amount"].as_i64().unwrap_or(0);
+    let refuse = bank.refuse == Some(account);
+    bank.xa
+        .xa_local(&params, move |c| {
+            Box::pin(async move {
+                sqlx::query("UPDATE account SET balance = balance + $1 WHERE id = $2")
+                    .bind(amount)
+                    .bind(account as i32)
+                    .execute(&mut *c)
+                    .await?;
+                if refuse {
+                    return Err(Error::failure(format!("account {account} refuses")));
+                }
+                Ok(())
+            })
+        })
+        .await?;
+    Ok(Success)
+}
+
+#[tokio::test]
+async fn xa_postgres_transfer_commits_and_a_refused_one_rolls_back() {
+    let pg = crate::support::PrivatePg::start();
+    let dtx = Dtx::start();
+    let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    for stmt in dtx_client::barrier::postgres_ddl(dtx_client::barrier::DEFAULT_TABLE) {
+        sqlx::query(&stmt).execute(&pool).await.unwrap();
+    }
+    sqlx::query("CREATE TABLE account (id int PRIMARY KEY, balance bigint NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO account VALUES (1, 100), (2, 100)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let xa = dtx_client::XaPostgres::new(pool.clone(), dtx.dtm.clone());
+    let serve_bank = |refuse| {
+        serve(
+            Router::new()
+                .route("/xa/{account}", post(pg_xa_branch))
+                .with_state(PgBank {
+                    xa: xa.clone(),
+                    refuse,
+                }),
+        )
+    };
+    let balances = || async {
+        sqlx::query_scalar::<_, i64>("SELECT balance FROM account ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+    let prepared = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_prepared_xacts")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+
+    let url = serve_bank(None).await;
+    let g = gid("pgxa-ok");
+    transfer(&dtx, &url, &g).await.unwrap();
+    dtx.wait_status(&g, "succeed").await;
+    assert_eq!(
+        dtx.branches(&g).await,
+        [
+            "rollback:prepared",
+            "commit:succeed",
+            "rollback:prepared",
+            "commit:succeed"
+        ]
+    );
+    assert_eq!(balances().await, [70, 130]);
+    assert_eq!(prepared().await, 0);
+
+    let url = serve_bank(Some(2)).await;
+    let g = gid("pgxa-fail");
+    let err = transfer(&dtx, &url, &g).await.unwrap_err();
+    assert!(err.is_failure(), "{err}");
+    dtx.wait_status(&g, "failed").await;
+    assert_eq!(
+        dtx.branches(&g).await,
+        ["rollback:succeed", "commit:prepared"]
+    );
+    assert_eq!(balances().await, [70, 130]);
+    assert_eq!(prepared().await, 0);
+    pool.close().await;
+}
