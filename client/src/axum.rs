@@ -75,7 +75,7 @@ impl<S: Send + Sync> FromRequestParts<S> for BranchParams {
     }
 }
 
-fn bad_request(message: &str) -> Response {
+pub(crate) fn bad_request(message: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "message": message }))).into_response()
 }
 

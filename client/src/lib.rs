@@ -4,8 +4,11 @@
 //! # Layout
 //! In the order a transaction travels:
 //! - [`client`]: [`Dtm`], the coordinator's HTTP API, and [`TransOptions`].
-//! - [`saga`], [`msg`], [`tcc`]: one module per
-//!   transaction type, each a builder or scope that ends in submit or abort.
+//! - [`saga`], [`msg`], [`tcc`], [`xa`]: one module per
+//!   transaction type, each a builder or scope that ends in submit or abort;
+//!   [`xa`] also has the branch side on MySQL/MariaDB and PostgreSQL;
+//!   [`workflow`] runs recorded steps in the client and replays them on
+//!   resume.
 //! - [`axum`]: branch-handler helpers: [`axum::BranchParams`] from the
 //!   query, replies with the contract's status codes.
 //! - [`barrier`]: the sub-transaction barrier for PostgreSQL and
@@ -34,6 +37,8 @@ pub mod msg;
 pub mod redis_barrier;
 pub mod saga;
 pub mod tcc;
+pub mod workflow;
+pub mod xa;
 
 pub use barrier::BranchBarrier;
 pub use client::{Dtm, TransOptions};
@@ -41,3 +46,5 @@ pub use error::{Error, Result};
 pub use msg::{BarrierDb, DbConn, Msg};
 pub use saga::Saga;
 pub use tcc::{tcc_global_transaction, tcc_global_transaction_with, Tcc};
+pub use workflow::{Workflow, WorkflowCtx};
+pub use xa::{xa_global_transaction, xa_global_transaction_with, Xa, XaMysql, XaPostgres};

@@ -7,3 +7,5 @@ mod barrier;
 mod examples;
 mod support;
 mod trans;
+mod workflow;
+mod xa;

@@ -315,3 +315,86 @@ where
     });
     let _ = t.join();
 }
+
+/// A private PostgreSQL server (initdb in a temp dir, run as the
+/// `postgres` OS user, `max_prepared_transactions=10`, on a free port),
+/// stopped and removed when dropped. For XA, which the shared server
+/// (max_prepared_transactions = 0) refuses.
+pub struct PrivatePg {
+    dir: PathBuf,
+    pub url: String,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl PrivatePg {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("dtx-client-pg-{:016x}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |args: &[&str]| {
+            let ok = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("runuser")
+                .success();
+            assert!(ok, "{args:?} failed");
+        };
+        assert!(Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success());
+        let data = dir.join("data");
+        let data_s = data.to_str().unwrap();
+        run(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            data_s,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]);
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_prepared_transactions=10 -c fsync=off",
+            dir.display()
+        );
+        let log = dir.join("log").to_str().unwrap().to_owned();
+        run(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            data_s,
+            "-o",
+            &opts,
+            "-l",
+            &log,
+            "-w",
+            "start",
+        ]);
+        Self {
+            dir,
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        }
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
