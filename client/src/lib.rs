@@ -36,6 +36,7 @@ pub mod error;
 pub mod msg;
 pub mod redis_barrier;
 pub mod saga;
+mod scope;
 pub mod tcc;
 pub mod workflow;
 pub mod xa;

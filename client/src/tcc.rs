@@ -4,12 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-
-use futures_util::FutureExt;
-use serde_json::{json, Value};
 
 use crate::client::{Dtm, TransOptions};
 use crate::error::{Error, Result};
@@ -155,39 +151,12 @@ where
     F: FnOnce(Tcc) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let mut body = serde_json::to_value(&options)?;
-    body["gid"] = json!(gid);
-    body["trans_type"] = json!("tcc");
-    dtm.post("prepare", &body).await?;
-    let tcc = Tcc {
+    let handle = || Tcc {
         inner: Arc::new(Inner {
             dtm: dtm.clone(),
             gid: gid.to_owned(),
             branches: AtomicU32::new(0),
         }),
     };
-    // The scope is user code: a panic must still abort the transaction, so
-    // it is caught here and resumed after the abort.
-    let outcome = AssertUnwindSafe(scope(tcc)).catch_unwind().await;
-    match outcome {
-        Ok(Ok(value)) => {
-            dtm.post("submit", &body).await?;
-            Ok(value)
-        }
-        Ok(Err(e)) => {
-            abort(dtm, &body, &e.to_string()).await?;
-            Err(e)
-        }
-        Err(panic) => {
-            let _ = abort(dtm, &body, "panic in the TCC scope").await;
-            std::panic::resume_unwind(panic)
-        }
-    }
-}
-
-/// Aborts with a rollback reason.
-async fn abort(dtm: &Dtm, body: &Value, reason: &str) -> Result<()> {
-    let mut body = body.clone();
-    body["rollback_reason"] = json!(reason);
-    dtm.post("abort", &body).await.map(drop)
+    crate::scope::run(dtm, gid, "tcc", options, handle, scope).await
 }

@@ -23,7 +23,6 @@ use axum::response::Response;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use sqlx::{MySqlConnection, MySqlPool};
 
 use crate::barrier::DEFAULT_TABLE;
@@ -155,39 +154,14 @@ where
     F: FnOnce(Xa) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let mut body = serde_json::to_value(&options)?;
-    body["gid"] = json!(gid);
-    body["trans_type"] = json!("xa");
-    dtm.post("prepare", &body).await?;
-    let xa = Xa {
+    let handle = || Xa {
         inner: Arc::new(Inner {
             dtm: dtm.clone(),
             gid: gid.to_owned(),
             branches: AtomicU32::new(0),
         }),
     };
-    // User code: a panic must still abort the transaction.
-    let outcome = AssertUnwindSafe(scope(xa)).catch_unwind().await;
-    match outcome {
-        Ok(Ok(value)) => {
-            dtm.post("submit", &body).await?;
-            Ok(value)
-        }
-        Ok(Err(e)) => {
-            abort(dtm, &body, &e.to_string()).await?;
-            Err(e)
-        }
-        Err(panic) => {
-            let _ = abort(dtm, &body, "panic in the XA scope").await;
-            std::panic::resume_unwind(panic)
-        }
-    }
-}
-
-async fn abort(dtm: &Dtm, body: &Value, reason: &str) -> Result<()> {
-    let mut body = body.clone();
-    body["rollback_reason"] = json!(reason);
-    dtm.post("abort", &body).await.map(drop)
+    crate::scope::run(dtm, gid, "xa", options, handle, scope).await
 }
 
 /// The query of an XA branch request: `gid`, `trans_type`, `branch_id`,
