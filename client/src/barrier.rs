@@ -215,7 +215,7 @@ macro_rules! sql_barrier {
     (
         db = $db:ty, conn = $conn:ty, name = $name:literal,
         call = $call:ident, query_prepared = $qp:ident,
-        insert = $insert:literal, select = $select:literal
+        insert = $insert:expr, select = $select:literal
     ) => {
         impl BranchBarrier {
             #[doc = concat!("Runs `busi` inside a local ", $name, " transaction guarded by the")]
@@ -242,7 +242,7 @@ macro_rules! sql_barrier {
                 F: for<'c> FnOnce(&'c mut $conn) -> BoxFuture<'c, Result<()>>,
             {
                 let bid = self.next_barrier_id();
-                let insert = format!($insert, table = self.table);
+                let insert = $insert.replace("{table}", &self.table);
                 let mut tx = pool.begin().await?;
                 let origin_affected = match origin_op(&self.op) {
                     Some(origin) => sqlx::query(&insert)
@@ -289,7 +289,7 @@ macro_rules! sql_barrier {
             /// # Ok(()) }
             /// ```
             pub async fn $qp(&self, pool: &Pool<$db>) -> Result<()> {
-                let insert = format!($insert, table = self.table);
+                let insert = $insert.replace("{table}", &self.table);
                 sqlx::query(&insert)
                     .bind("msg")
                     .bind(&self.gid)
@@ -323,11 +323,22 @@ pub(crate) const MSG_OP: &str = "msg";
 /// Barrier id of a msg's own local transaction.
 const MSG_BARRIER_ID: &str = "01";
 
+/// Inserts a barrier row unless it exists (PostgreSQL); `{table}` is
+/// replaced by the barrier table. Binds: trans_type, gid, branch_id, op,
+/// barrier_id, reason.
+pub(crate) const POSTGRES_INSERT: &str =
+    "INSERT INTO {table} (trans_type, gid, branch_id, op, barrier_id, reason) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
+
+/// [`POSTGRES_INSERT`] for MySQL/MariaDB.
+pub(crate) const MYSQL_INSERT: &str =
+    "INSERT IGNORE INTO {table} (trans_type, gid, branch_id, op, barrier_id, reason) \
+     VALUES (?, ?, ?, ?, ?, ?)";
+
 sql_barrier!(
     db = Postgres, conn = PgConnection, name = "PostgreSQL",
     call = call_postgres, query_prepared = query_prepared_postgres,
-    insert = "INSERT INTO {table} (trans_type, gid, branch_id, op, barrier_id, reason) \
-              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    insert = POSTGRES_INSERT,
     select = "SELECT reason FROM {table} WHERE gid = $1 AND branch_id = $2 AND op = $3 AND barrier_id = $4"
 );
 
@@ -337,8 +348,7 @@ sql_barrier!(
     name = "MySQL/MariaDB",
     call = call_mysql,
     query_prepared = query_prepared_mysql,
-    insert = "INSERT IGNORE INTO {table} (trans_type, gid, branch_id, op, barrier_id, reason) \
-              VALUES (?, ?, ?, ?, ?, ?)",
+    insert = MYSQL_INSERT,
     select =
         "SELECT reason FROM {table} WHERE gid = ? AND branch_id = ? AND op = ? AND barrier_id = ?"
 );

@@ -25,7 +25,7 @@ use futures_util::FutureExt;
 use serde::Deserialize;
 use sqlx::{MySqlConnection, MySqlPool};
 
-use crate::barrier::DEFAULT_TABLE;
+use crate::barrier::{DEFAULT_TABLE, MYSQL_INSERT, POSTGRES_INSERT};
 use crate::client::{Dtm, TransOptions};
 use crate::error::{Error, Result};
 
@@ -354,19 +354,15 @@ impl XaMysql {
         reason: &'a str,
     ) -> BoxFuture<'a, Result<()>> {
         async move {
-            sqlx::query(&format!(
-                "INSERT IGNORE INTO {} (trans_type, gid, branch_id, op, barrier_id, reason) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-                self.table
-            ))
-            .bind("xa")
-            .bind(&params.gid)
-            .bind(&params.branch_id)
-            .bind("action")
-            .bind("01")
-            .bind(reason)
-            .execute(conn)
-            .await?;
+            sqlx::query(&MYSQL_INSERT.replace("{table}", &self.table))
+                .bind("xa")
+                .bind(&params.gid)
+                .bind(&params.branch_id)
+                .bind("action")
+                .bind("01")
+                .bind(reason)
+                .execute(conn)
+                .await?;
             Ok(())
         }
         .boxed()
@@ -601,19 +597,15 @@ impl XaPostgres {
         reason: &'a str,
     ) -> BoxFuture<'a, Result<()>> {
         async move {
-            sqlx::query(&format!(
-                "INSERT INTO {} (trans_type, gid, branch_id, op, barrier_id, reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                self.table
-            ))
-            .bind("xa")
-            .bind(&params.gid)
-            .bind(&params.branch_id)
-            .bind("action")
-            .bind("01")
-            .bind(reason)
-            .execute(conn)
-            .await?;
+            sqlx::query(&POSTGRES_INSERT.replace("{table}", &self.table))
+                .bind("xa")
+                .bind(&params.gid)
+                .bind(&params.branch_id)
+                .bind("action")
+                .bind("01")
+                .bind(reason)
+                .execute(conn)
+                .await?;
             Ok(())
         }
         .boxed()
