@@ -58,7 +58,7 @@ async fn the_endpoint_answers_every_error_with_its_code_and_200() {
     assert_eq!(r["error"], Value::Null);
     assert_eq!(r["id"], "1");
     assert_eq!(r["result"]["gid"].as_str().unwrap().len(), 22);
-    // FAILURE maps to -32901
+    // an unknown gid is an ordinary error, not a FAILURE (-32901 is checked on a refused resubmit below)
     let (_, r) = rpc(
         &app,
         call("abort", json!({"gid": "none-such", "trans_type": "msg"})),
