@@ -56,7 +56,7 @@ impl Application {
     ) -> Result<Self, AppError> {
         let metrics = crate::telemetry::install();
         let store = Store::connect(&settings.redis, settings.store.finished_ttl_s).await?;
-        let caller = Caller::new(&settings.branch, settings.trans.request_timeout_ms)
+        let caller = Caller::new(&settings.branch, &settings.trans)
             .map_err(|e| AppError::Client(e.to_string()))?;
         let policy = Policy {
             retry: RetryPolicy {

@@ -5,19 +5,24 @@
 //! exactly as dtm's clients expect (contract §2.2), and an unknown outcome
 //! is never taken as a failure.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
 use tokio::sync::Semaphore;
 
-use crate::config::BranchSettings;
+use crate::config::{BranchSettings, TransSettings};
 use crate::domain::{is_grpc_shaped, AllowList, Branch, Outcome, Trans, TransKind};
 use crate::telemetry;
 
 /// Longest part of a branch reply kept as a failure reason, bytes.
 const MAX_REASON: usize = 1024;
+
+/// Hosts with a permit pool of their own kept at most; pools of idle
+/// hosts are dropped beyond this.
+const MAX_HOST_POOLS: usize = 1024;
 
 /// Calls branches.
 #[derive(Clone)]
@@ -25,7 +30,33 @@ pub struct Caller {
     client: reqwest::Client,
     allow: AllowList,
     limit: Arc<Semaphore>,
+    hosts: Arc<HostPermits>,
     default_timeout: Duration,
+    max_timeout: Duration,
+    max_reply_bytes: usize,
+}
+
+/// The permits of one host: calls to one host may hold at most `share` of
+/// the replica's in-flight calls, so a hanging host cannot starve the rest.
+struct HostPermits {
+    share: usize,
+    pools: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl HostPermits {
+    fn pool(&self, host: &str) -> Arc<Semaphore> {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = pools.get(host) {
+            return Arc::clone(p);
+        }
+        if pools.len() >= MAX_HOST_POOLS {
+            // a pool nobody holds has every permit back: dropping it is free
+            pools.retain(|_, p| Arc::strong_count(p) > 1);
+        }
+        let p = Arc::new(Semaphore::new(self.share));
+        pools.insert(host.to_owned(), Arc::clone(&p));
+        p
+    }
 }
 
 /// One HTTP request to a branch.
@@ -42,18 +73,28 @@ struct BranchRequest<'a> {
 impl Caller {
     /// A caller with the configured pool, in-flight bound and default
     /// timeout.
-    pub fn new(settings: &BranchSettings, default_timeout_ms: u64) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: &BranchSettings, trans: &TransSettings) -> Result<Self, reqwest::Error> {
         let allow = AllowList::parse(&settings.allowed_hosts);
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(settings.pool_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
+            // the allow-list is checked on the URL a client named; a
+            // redirect would lead anywhere, so none is ever followed
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let share = (settings.max_in_flight * settings.host_share_percent as usize / 100).max(1);
         Ok(Self {
             client,
             allow,
             limit: Arc::new(Semaphore::new(settings.max_in_flight)),
-            default_timeout: Duration::from_millis(default_timeout_ms),
+            hosts: Arc::new(HostPermits {
+                share,
+                pools: Mutex::new(HashMap::new()),
+            }),
+            default_timeout: Duration::from_millis(trans.request_timeout_ms),
+            max_timeout: Duration::from_millis(trans.max_request_timeout_ms),
+            max_reply_bytes: settings.max_reply_bytes,
         })
     }
 
@@ -70,6 +111,9 @@ impl Caller {
         tokio::spawn(async move {
             match request.send().await {
                 Ok(r) if r.status().is_success() => {}
+                Ok(r) if r.status().is_redirection() => {
+                    tracing::warn!(url = %url, status = r.status().as_u16(), location = ?location(&r), "alert webhook answered a redirect, which dtx does not follow")
+                }
                 Ok(r) => {
                     tracing::warn!(url = %url, status = r.status().as_u16(), "alert webhook refused the alert")
                 }
@@ -204,9 +248,14 @@ impl Caller {
         };
         let post = req.post || rpc_method.is_some();
         let timeout = if t.opts.request_timeout > 0 {
-            Duration::from_secs(t.opts.request_timeout as u64)
+            Duration::from_secs(t.opts.request_timeout as u64).min(self.max_timeout)
         } else {
             self.default_timeout
+        };
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let host_key = match url.port_or_known_default() {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
         };
         let method = if post { Method::POST } else { Method::GET };
         let mut builder = self
@@ -226,16 +275,28 @@ impl Caller {
         if post {
             builder = builder.body(body);
         }
-        // the semaphore is never closed, so acquiring cannot fail
-        let Ok(_permit) = self.limit.acquire().await else {
+        // the host's share first, so a call waiting on a busy host holds
+        // none of the replica's permits; the semaphores are never closed
+        let pool = self.hosts.pool(&host_key);
+        let (Ok(_host_permit), Ok(_permit)) = (pool.acquire().await, self.limit.acquire().await)
+        else {
             return Outcome::Unknown("branch call limiter closed".into());
         };
-        let response = match builder.send().await {
+        let mut response = match builder.send().await {
             Ok(r) => r,
             Err(e) => return Outcome::Unknown(format!("calling {}: {e}", req.url)),
         };
         let status = response.status().as_u16();
-        let body = match response.bytes().await {
+        if response.status().is_redirection() {
+            let location = location(&response);
+            tracing::warn!(url = %req.url, status, location = ?location, "branch answered a redirect, which dtx does not follow");
+            return Outcome::Unknown(format!(
+                "url:{} status {status}: redirect to {} not followed",
+                req.url,
+                location.unwrap_or_default()
+            ));
+        }
+        let body = match read_prefix(&mut response, self.max_reply_bytes).await {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) => return Outcome::Unknown(format!("reading reply of {}: {e}", req.url)),
         };
@@ -245,6 +306,33 @@ impl Caller {
             (outcome, _) => outcome,
         }
     }
+}
+
+/// The `Location` of a redirect, cut to the reason length.
+fn location(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| truncate(&String::from_utf8_lossy(v.as_bytes())).to_owned())
+}
+
+/// Reads at most `limit` bytes of a reply body; the rest is never read
+/// (the connection is then closed rather than reused).
+async fn read_prefix(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await? {
+            Some(chunk) => {
+                let room = limit - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            None => break,
+        }
+    }
+    Ok(body)
 }
 
 /// The JSON-RPC request for a branch: the payload (a JSON object) as

@@ -164,6 +164,8 @@ pub struct TransSettings {
     pub timeout_to_fail_s: i64,
     /// Default branch call timeout, ms.
     pub request_timeout_ms: u64,
+    /// Longest branch call timeout a transaction may set, ms.
+    pub max_request_timeout_ms: u64,
 }
 
 /// `[branch]`
@@ -171,6 +173,10 @@ pub struct TransSettings {
 pub struct BranchSettings {
     /// Calls in flight per replica.
     pub max_in_flight: usize,
+    /// Share of `max_in_flight` one host may hold, percent.
+    pub host_share_percent: u32,
+    /// Most bytes of a branch reply read.
+    pub max_reply_bytes: usize,
     /// Idle connections per host.
     pub pool_idle_per_host: usize,
     /// Hosts that may be called, comma-separated; empty: any.
@@ -313,6 +319,15 @@ impl Settings {
         }
         if self.trans.timeout_to_fail_s <= 0 || self.trans.request_timeout_ms == 0 {
             return bad("trans.timeout_to_fail_s and trans.request_timeout_ms must be positive");
+        }
+        if self.trans.max_request_timeout_ms < self.trans.request_timeout_ms {
+            return bad("trans.max_request_timeout_ms must be at least trans.request_timeout_ms");
+        }
+        if !(1..=100).contains(&self.branch.host_share_percent) {
+            return bad("branch.host_share_percent must be between 1 and 100");
+        }
+        if self.branch.max_reply_bytes < 64 {
+            return bad("branch.max_reply_bytes must be at least 64");
         }
         if self.store.max_gid_len == 0 || self.store.finished_ttl_s == 0 {
             return bad("store.max_gid_len and store.finished_ttl_s must be positive");
