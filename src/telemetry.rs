@@ -164,7 +164,7 @@ pub fn active(n: usize) {
 }
 
 /// An HTTP request to `route` ended with `status` after `took`.
-pub fn http(route: String, method: String, status: u16, took: Duration) {
+pub fn http(route: String, method: &'static str, status: u16, took: Duration) {
     // dtm's `api` label: the last segment of the route (bounded, unlike dtm's)
     let api = route.rsplit('/').next().unwrap_or_default().to_lowercase();
     let ok = if status < 400 { "ok" } else { "fail" };

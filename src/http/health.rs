@@ -64,9 +64,41 @@ pub(super) async fn track(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     telemetry::http(route, method, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// The metric label of a request method: the standard methods by name,
+/// anything else `other`, so a client cannot grow the series count.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::PATCH => "PATCH",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(&axum::http::Method::POST), "POST");
+        for raw in ["PURGE", "FOO", &"X".repeat(5000)] {
+            let m = axum::http::Method::from_bytes(raw.as_bytes()).unwrap();
+            assert_eq!(method_label(&m), "other", "{raw:.10}");
+        }
+    }
 }
