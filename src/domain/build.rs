@@ -146,6 +146,41 @@ pub fn build_registered(
     }
 }
 
+/// Headers a client may not set on branch calls: they frame the message
+/// or steer the connection, so they belong to dtx's HTTP client.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+];
+
+/// Checks one `branch_headers` entry: a valid header, and none that frames
+/// the request or steers the connection (`Host`, `Content-Length`,
+/// `Transfer-Encoding`, `Connection`, `TE`, `Trailer`, `Upgrade`,
+/// `Keep-Alive`, `Proxy-*`).
+pub(crate) fn validate_branch_header(name: &str, value: &str) -> Result<(), ValidationError> {
+    if name.is_empty()
+        || name.chars().any(|c| c.is_control() || c == ':' || c == ' ')
+        || value.chars().any(char::is_control)
+    {
+        return Err(invalid(format!(
+            "branch header {name:?} is not a valid header"
+        )));
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+        return Err(invalid(format!(
+            "branch header {name:?} frames the request or steers the connection; dtx sets it itself"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a branch URL: empty (success without a call), `http(s)://`, or
 /// gRPC-shaped `host:port/package.Service/Method`.
 pub fn validate_url(url: &str) -> Result<(), ValidationError> {
@@ -279,14 +314,7 @@ pub fn build_new(
         )));
     }
     for (name, value) in &input.opts.branch_headers {
-        if name.is_empty()
-            || name.chars().any(|c| c.is_control() || c == ':' || c == ' ')
-            || value.chars().any(char::is_control)
-        {
-            return Err(invalid(format!(
-                "branch header {name:?} is not a valid header"
-            )));
-        }
+        validate_branch_header(name, value)?;
     }
     let branches = match input.kind {
         TransKind::Saga => saga_branches(&input, now_ms)?,
