@@ -7,6 +7,7 @@ mod api;
 mod console;
 mod dtmcli;
 mod durability;
+mod hardening;
 mod jsonrpc;
 mod lua;
 mod msg;

@@ -1,91 +1,14 @@
 //! Several replicas on one Redis, as real processes.
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::support::{
-    free_port, gid, prefix, saga_body, spawn_dtx, wait_status_at, Branches, RedisServer, Reply,
+    free_port, gid, prefix, saga_body, wait_status_at, Branches, RedisServer, Replica, Reply,
     StatusSource,
 };
-
-/// A dtx process.
-struct Replica {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Replica {
-    fn start(redis: &RedisServer, prefix: &str) -> Self {
-        Self::start_with(redis, prefix, &[])
-    }
-
-    fn start_with(redis: &RedisServer, prefix: &str, env: &[(&str, &str)]) -> Self {
-        let (child, port) = spawn_dtx(redis, prefix, env);
-        Self {
-            child,
-            base: format!("http://127.0.0.1:{port}/api/dtmsvr"),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn post(&self, route: &str, body: &Value) -> u16 {
-        self.http
-            .post(format!("{}/{route}", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(sig)
-            .arg(self.child.id().to_string())
-            .status();
-    }
-
-    fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-    }
-}
-
-impl StatusSource for Replica {
-    async fn status_of(&self, gid: &str) -> String {
-        let r = self
-            .http
-            .get(format!("{}/query?gid={gid}", self.base))
-            .send()
-            .await;
-        match r {
-            Ok(r) => r
-                .json::<Value>()
-                .await
-                .ok()
-                .and_then(|v| v["transaction"]["status"].as_str().map(str::to_owned)),
-            Err(_) => None,
-        }
-        .unwrap_or_default()
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 #[tokio::test]
 async fn two_replicas_finish_every_transaction_once() {

@@ -126,18 +126,9 @@ async fn attention_lists_transactions_that_keep_failing() {
     let mut body = saga_body(&ok, &b);
     body["steps"][0]["action"] = json!(b.url("fine"));
     app.post("submit", &body).await;
-    let root = app.base.replace("/api/dtmsvr", "");
     let deadline = std::time::Instant::now() + Duration::from_secs(8);
     loop {
-        let r: serde_json::Value = app
-            .http
-            .get(format!("{root}/api/admin/attention"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = app.attention().await;
         let list = r["transactions"].as_array().unwrap();
         if let Some(t) = list.iter().find(|t| t["gid"] == g) {
             assert!(t["retry_count"].as_u64().unwrap() >= 3);

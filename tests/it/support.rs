@@ -290,6 +290,19 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The console's attention list (`/api/admin/attention`).
+    pub async fn attention(&self) -> Value {
+        let root = self.base.replace("/api/dtmsvr", "");
+        let r = self
+            .http
+            .get(format!("{root}/api/admin/attention"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.json().await.unwrap()
+    }
+
     /// The `query` reply for `gid`.
     pub async fn query(&self, gid: &str) -> Value {
         let (status, body) = self.get(&format!("query?gid={gid}")).await;
@@ -354,6 +367,83 @@ pub async fn wait_status_at(src: &impl StatusSource, gid: &str, status: &str, se
     panic!("{gid} is {last:?}, not {status:?}, after {secs} s");
 }
 
+/// A dtx process, killed when dropped.
+pub struct Replica {
+    pub child: Child,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Replica {
+    pub fn start(redis: &RedisServer, prefix: &str) -> Self {
+        Self::start_with(redis, prefix, &[])
+    }
+
+    pub fn start_with(redis: &RedisServer, prefix: &str, env: &[(&str, &str)]) -> Self {
+        let (child, port) = spawn_dtx(redis, prefix, env);
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}/api/dtmsvr"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn post(&self, route: &str, body: &Value) -> u16 {
+        self.http
+            .post(format!("{}/{route}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(sig)
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+}
+
+impl StatusSource for Replica {
+    async fn status_of(&self, gid: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}/query?gid={gid}", self.base))
+            .send()
+            .await;
+        match r {
+            Ok(r) => r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|v| v["transaction"]["status"].as_str().map(str::to_owned)),
+            Err(_) => None,
+        }
+        .unwrap_or_default()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A gid no other test uses.
 pub fn gid(name: &str) -> String {
     format!("{name}-{:08x}", fastrand::u32(..))
@@ -376,6 +466,10 @@ pub enum Reply {
     Slow(u64),
     /// Wait this long, then answer this status and body.
     Delayed(u64, u16, String),
+    /// This 3xx status with this `Location`.
+    Redirect(u16, String),
+    /// This status and a body of this many spaces, streamed in chunks.
+    Stream(u16, usize),
 }
 
 /// One call the fake branch service received.
@@ -498,6 +592,23 @@ async fn handle(
         }
     };
     let (status, body) = match reply {
+        Reply::Redirect(status, to) => {
+            return (
+                StatusCode::from_u16(status).unwrap(),
+                [(axum::http::header::LOCATION, to)],
+                "",
+            )
+                .into_response();
+        }
+        Reply::Stream(status, bytes) => {
+            const CHUNK: usize = 64 * 1024;
+            let chunks = (0..bytes.div_ceil(CHUNK)).map(move |i| {
+                let n = CHUNK.min(bytes - i * CHUNK);
+                Ok::<_, std::io::Error>(Bytes::from(vec![b' '; n]))
+            });
+            let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+            return (StatusCode::from_u16(status).unwrap(), body).into_response();
+        }
         Reply::Success => (200, json!({"dtm_result": "SUCCESS"}).to_string()),
         Reply::Failure => (
             409,
