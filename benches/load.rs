@@ -858,7 +858,8 @@ async fn fanout(o: &Opts) {
 /// multiplexed connection as dtx issues them, with no HTTP at all.
 async fn redis_ceiling(o: &Opts) {
     use dtx::domain::{
-        build_new, BranchInput, BranchStatus, GlobalStatus, NewTransInput, TransKind, TransOptions,
+        build_new, BranchInput, BranchStatus, GlobalStatus, Limits, NewTransInput, TransKind,
+        TransOptions,
     };
     use dtx::store::{Record, Schedule, Store};
     let redis = Redis::start(o.aof);
@@ -906,7 +907,11 @@ async fn redis_ceiling(o: &Opts) {
                     },
                     GlobalStatus::Submitted,
                     now,
-                    128,
+                    &Limits {
+                        max_gid_len: 128,
+                        max_branches: 2000,
+                        max_payload_bytes: 2 << 20,
+                    },
                 )
                 .unwrap();
                 store.create_trans(&t, 1, Some(now + 5000)).await.unwrap();

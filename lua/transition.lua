@@ -8,19 +8,21 @@
 -- KEYS[3]  due sorted set of the shard (score = next attention time, ms)
 --
 -- ARGV[1]  gid
--- ARGV[2]  expected current status (compare-and-set)
--- ARGV[3]  new status
--- ARGV[4]  now, ms since the Unix epoch (written as update_ms)
--- ARGV[5]  schedule: "hold" (the caller drives it now and holds the lease until ARGV[6]) or
---          "finish" (leave the due set; every key expires after ARGV[6])
--- ARGV[6]  hold: lease expiry, ms since the Unix epoch; finish: retention, ms
--- ARGV[7]  owner, the id of the calling replica
--- ARGV[8]  n, the number of trans hash field/value pairs that follow
--- ARGV[9 .. 8+2n]  trans hash field/value pairs to set
+-- ARGV[2]  expected kind, or "" for any (the kind of a gid never changes)
+-- ARGV[3]  expected current status (compare-and-set)
+-- ARGV[4]  new status
+-- ARGV[5]  now, ms since the Unix epoch (written as update_ms)
+-- ARGV[6]  schedule: "hold" (the caller drives it now and holds the lease until ARGV[7]) or
+--          "finish" (leave the due set; every key expires after ARGV[7])
+-- ARGV[7]  hold: lease expiry, ms since the Unix epoch; finish: retention, ms
+-- ARGV[8]  owner, the id of the calling replica
+-- ARGV[9]  n, the number of trans hash field/value pairs that follow
+-- ARGV[10 .. 9+2n]  trans hash field/value pairs to set
 --
 -- Returns:
 --   {OK, epoch, trans, branches}   trans and branches: HGETALL replies after the change
 --   {NOT_FOUND}                    no such transaction; nothing written
+--   {KIND_CONFLICT, kind}          the transaction is of another kind; nothing written
 --   {CONFLICT, status}             the status is not the expected one; nothing written
 --
 -- Writes: HINCRBY epoch; HSET trans (status, update_ms, owner, next_ms and the given fields);
@@ -31,30 +33,35 @@ local trans_key = KEYS[1]
 local branches_key = KEYS[2]
 local due_key = KEYS[3]
 local gid = ARGV[1]
-local expected_status = ARGV[2]
-local new_status = ARGV[3]
-local now_ms = ARGV[4]
-local schedule = ARGV[5]
-local when = ARGV[6]
-local owner = ARGV[7]
-local n_fields = tonumber(ARGV[8])
+local expected_kind = ARGV[2]
+local expected_status = ARGV[3]
+local new_status = ARGV[4]
+local now_ms = ARGV[5]
+local schedule = ARGV[6]
+local when = ARGV[7]
+local owner = ARGV[8]
+local n_fields = tonumber(ARGV[9])
 local args = ARGV
 
-local OK, NOT_FOUND, CONFLICT = 1, 3, 4
+local OK, NOT_FOUND, CONFLICT, KIND_CONFLICT = 1, 3, 4, 7
 
 if schedule ~= 'hold' and schedule ~= 'finish' then
   return redis.error_reply('transition: unknown schedule ' .. schedule)
 end
-local status = rcall('HGET', trans_key, 'status')
+local current = rcall('HMGET', trans_key, 'status', 'kind')
+local status = current[1]
 if not status then
   return {NOT_FOUND}
+end
+if expected_kind ~= '' and current[2] ~= expected_kind then
+  return {KIND_CONFLICT, current[2]}
 end
 if status ~= expected_status then
   return {CONFLICT, status}
 end
 
 local fields = {}
-for i = 9, 8 + 2 * n_fields do
+for i = 10, 9 + 2 * n_fields do
   fields[#fields + 1] = args[i]
 end
 fields[#fields + 1] = 'status'

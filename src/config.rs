@@ -82,6 +82,8 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Time between readiness turning 503 and the port closing, ms.
     pub drain_delay_ms: u64,
+    /// Origins, besides dtx's own, whose pages may call the API.
+    pub allowed_origins: String,
 }
 
 /// `[redis]`
@@ -166,6 +168,12 @@ pub struct TransSettings {
     pub request_timeout_ms: u64,
     /// Longest branch call timeout a transaction may set, ms.
     pub max_request_timeout_ms: u64,
+    /// Most branch rows of one transaction.
+    pub max_branches: usize,
+    /// Most payload bytes over the branch rows of one transaction.
+    pub max_payload_bytes: usize,
+    /// Most subscribers of one topic.
+    pub max_topic_subscribers: usize,
 }
 
 /// `[branch]`
@@ -322,6 +330,12 @@ impl Settings {
         }
         if self.trans.max_request_timeout_ms < self.trans.request_timeout_ms {
             return bad("trans.max_request_timeout_ms must be at least trans.request_timeout_ms");
+        }
+        if self.trans.max_branches == 0
+            || self.trans.max_payload_bytes == 0
+            || self.trans.max_topic_subscribers == 0
+        {
+            return bad("trans.max_branches, trans.max_payload_bytes and trans.max_topic_subscribers must be positive");
         }
         if !(1..=100).contains(&self.branch.host_share_percent) {
             return bad("branch.host_share_percent must be between 1 and 100");

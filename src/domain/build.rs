@@ -56,6 +56,44 @@ pub const MAX_SECONDS: i64 = 315_360_000;
 /// Most immediate retries a saga may ask for.
 pub const MAX_RETRY_LIMIT: i64 = 1000;
 
+/// What one transaction may hold; each bound has a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest gid, bytes (`store.max_gid_len`).
+    pub max_gid_len: usize,
+    /// Most branch rows, after topic fan-out and with registered branches
+    /// (`trans.max_branches`).
+    pub max_branches: usize,
+    /// Most payload bytes over all branch rows (`trans.max_payload_bytes`).
+    pub max_payload_bytes: usize,
+}
+
+impl Limits {
+    /// The message for a transaction over the branch-row bound.
+    pub fn too_many_branches(&self, rows: usize) -> ValidationError {
+        invalid(format!(
+            "{rows} branch rows: a transaction holds at most {} (trans.max_branches, DTX_TRANS_MAX_BRANCHES)",
+            self.max_branches
+        ))
+    }
+
+    /// The message for a transaction over the payload bound.
+    pub fn too_many_bytes(&self, bytes: usize) -> ValidationError {
+        invalid(format!(
+            "{bytes} payload bytes over all branch rows: a transaction holds at most {} (trans.max_payload_bytes, DTX_TRANS_MAX_PAYLOAD_BYTES)",
+            self.max_payload_bytes
+        ))
+    }
+}
+
+/// The default limits, for unit tests.
+#[cfg(test)]
+pub(crate) const TEST_LIMITS: Limits = Limits {
+    max_gid_len: 128,
+    max_branches: 2000,
+    max_payload_bytes: 2 << 20,
+};
+
 /// A validated transaction, ready to store.
 pub type NewTrans = Trans;
 
@@ -284,9 +322,9 @@ pub fn build_new(
     input: NewTransInput,
     status: GlobalStatus,
     now_ms: u64,
-    max_gid_len: usize,
+    limits: &Limits,
 ) -> Result<NewTrans, ValidationError> {
-    validate_gid(&input.gid, max_gid_len)?;
+    validate_gid(&input.gid, limits.max_gid_len)?;
     if !matches!(input.protocol.as_str(), "" | "http" | "grpc" | "json-rpc") {
         return Err(invalid(format!(
             "protocol {:?} must be http, grpc or json-rpc",
@@ -318,9 +356,16 @@ pub fn build_new(
     }
     let branches = match input.kind {
         TransKind::Saga => saga_branches(&input, now_ms)?,
-        TransKind::Msg => msg_branches(&input, now_ms)?,
+        TransKind::Msg => msg_branches(&input, now_ms, limits)?,
         TransKind::Tcc | TransKind::Xa | TransKind::Workflow => Vec::new(),
     };
+    if branches.len() > limits.max_branches {
+        return Err(limits.too_many_branches(branches.len()));
+    }
+    let bytes: usize = branches.iter().map(|b| b.data.len()).sum();
+    if bytes > limits.max_payload_bytes {
+        return Err(limits.too_many_bytes(bytes));
+    }
     if input.kind == TransKind::Msg && !input.custom_data.trim().is_empty() {
         let custom: serde_json::Value = serde_json::from_str(&input.custom_data)
             .map_err(|e| invalid(format!("custom_data is not JSON: {e}")))?;
@@ -409,9 +454,29 @@ fn saga_branches(input: &NewTransInput, now_ms: u64) -> Result<Vec<Branch>, Vali
     Ok(rows)
 }
 
-fn msg_branches(input: &NewTransInput, now_ms: u64) -> Result<Vec<Branch>, ValidationError> {
+fn msg_branches(
+    input: &NewTransInput,
+    now_ms: u64,
+    limits: &Limits,
+) -> Result<Vec<Branch>, ValidationError> {
     check_payloads(input)?;
-    let mut rows = Vec::with_capacity(input.steps.len());
+    // topic fan-out multiplies the rows: refuse before building them all
+    let (mut rows_wanted, mut bytes_wanted) = (0usize, 0usize);
+    for (step, payload) in input.steps.iter().zip(&input.payloads) {
+        let n = match step.action.strip_prefix("topic://") {
+            Some(topic) => input.topics.get(topic).map_or(0, Vec::len),
+            None => 1,
+        };
+        rows_wanted = rows_wanted.saturating_add(n);
+        bytes_wanted = bytes_wanted.saturating_add(n.saturating_mul(payload.len()));
+    }
+    if rows_wanted > limits.max_branches {
+        return Err(limits.too_many_branches(rows_wanted));
+    }
+    if bytes_wanted > limits.max_payload_bytes {
+        return Err(limits.too_many_bytes(bytes_wanted));
+    }
+    let mut rows = Vec::with_capacity(rows_wanted);
     for (i, (step, payload)) in input.steps.iter().zip(&input.payloads).enumerate() {
         let id = format!("{:02}", i + 1);
         let Some(topic) = step.action.strip_prefix("topic://") else {
@@ -448,6 +513,8 @@ fn msg_branches(input: &NewTransInput, now_ms: u64) -> Result<Vec<Branch>, Valid
 mod tests {
     use super::*;
 
+    const LIMITS: Limits = TEST_LIMITS;
+
     fn input(kind: TransKind, steps: usize, payloads: usize) -> NewTransInput {
         NewTransInput {
             gid: "g1".into(),
@@ -473,7 +540,7 @@ mod tests {
             input(TransKind::Saga, 2, 2),
             GlobalStatus::Submitted,
             5,
-            128,
+            &LIMITS,
         )
         .unwrap();
         let got: Vec<(String, Op, u32)> = t
@@ -500,7 +567,7 @@ mod tests {
             input(TransKind::Saga, 2, 1),
             GlobalStatus::Submitted,
             5,
-            128,
+            &LIMITS,
         )
         .unwrap_err();
         assert!(err.0.contains("1 payloads for 2 steps"), "{err}");
@@ -510,22 +577,22 @@ mod tests {
     fn numbers_are_bounded() {
         let mut i = input(TransKind::Saga, 1, 1);
         i.opts.timeout_to_fail = i64::MAX;
-        assert!(build_new(i, GlobalStatus::Submitted, 5, 128).is_err());
+        assert!(build_new(i, GlobalStatus::Submitted, 5, &LIMITS).is_err());
         let mut i = input(TransKind::Saga, 1, 1);
         i.opts.retry_interval = MAX_SECONDS + 1;
-        assert!(build_new(i, GlobalStatus::Submitted, 5, 128).is_err());
+        assert!(build_new(i, GlobalStatus::Submitted, 5, &LIMITS).is_err());
         let mut i = input(TransKind::Saga, 1, 1);
         i.opts.retry_limit = MAX_RETRY_LIMIT + 1;
-        assert!(build_new(i, GlobalStatus::Submitted, 5, 128).is_err());
+        assert!(build_new(i, GlobalStatus::Submitted, 5, &LIMITS).is_err());
         let i = input(TransKind::Saga, MAX_STEPS + 1, MAX_STEPS + 1);
-        assert!(build_new(i, GlobalStatus::Submitted, 5, 128).is_err());
+        assert!(build_new(i, GlobalStatus::Submitted, 5, &LIMITS).is_err());
         let mut i = input(TransKind::Msg, 1, 1);
         i.custom_data = format!("{{\"delay\":{}}}", i64::MAX);
-        assert!(build_new(i.clone(), GlobalStatus::Submitted, 5, 128).is_err());
+        assert!(build_new(i.clone(), GlobalStatus::Submitted, 5, &LIMITS).is_err());
         i.custom_data = "{\"delay\":-1}".into();
-        assert!(build_new(i.clone(), GlobalStatus::Submitted, 5, 128).is_err());
+        assert!(build_new(i.clone(), GlobalStatus::Submitted, 5, &LIMITS).is_err());
         i.custom_data = "{\"delay\":10}".into();
-        assert!(build_new(i, GlobalStatus::Submitted, 5, 128).is_ok());
+        assert!(build_new(i, GlobalStatus::Submitted, 5, &LIMITS).is_ok());
     }
 
     #[test]
@@ -563,17 +630,17 @@ mod tests {
     fn saga_orders_are_checked() {
         let mut i = input(TransKind::Saga, 2, 2);
         i.custom_data = r#"{"concurrent":true,"orders":{"1":[0]}}"#.into();
-        let t = build_new(i.clone(), GlobalStatus::Submitted, 5, 128).unwrap();
+        let t = build_new(i.clone(), GlobalStatus::Submitted, 5, &LIMITS).unwrap();
         assert_eq!(t.saga_custom().orders.get(&1), Some(&vec![0]));
         i.custom_data = r#"{"concurrent":true,"orders":{"1":[5]}}"#.into();
-        assert!(build_new(i.clone(), GlobalStatus::Submitted, 5, 128).is_err());
+        assert!(build_new(i.clone(), GlobalStatus::Submitted, 5, &LIMITS).is_err());
         i.custom_data = r#"{"concurrent":true,"orders":{"1":[0],"0":[1]}}"#.into();
-        assert!(build_new(i.clone(), GlobalStatus::Submitted, 5, 128)
+        assert!(build_new(i.clone(), GlobalStatus::Submitted, 5, &LIMITS)
             .unwrap_err()
             .0
             .contains("cycle"));
         i.custom_data = "{".into();
-        assert!(build_new(i, GlobalStatus::Submitted, 5, 128).is_err());
+        assert!(build_new(i, GlobalStatus::Submitted, 5, &LIMITS).is_err());
     }
 
     #[test]
@@ -647,12 +714,18 @@ mod tests {
 
     #[test]
     fn msg_rows_and_topics() {
-        let t = build_new(input(TransKind::Msg, 2, 2), GlobalStatus::Prepared, 5, 128).unwrap();
+        let t = build_new(
+            input(TransKind::Msg, 2, 2),
+            GlobalStatus::Prepared,
+            5,
+            &LIMITS,
+        )
+        .unwrap();
         let fields: Vec<String> = t.branches.iter().map(Branch::field).collect();
         assert_eq!(fields, ["01:action", "02:action"]);
         let mut i = input(TransKind::Msg, 2, 2);
         i.steps[0].action = "topic://orders".into();
-        assert!(build_new(i.clone(), GlobalStatus::Prepared, 5, 128)
+        assert!(build_new(i.clone(), GlobalStatus::Prepared, 5, &LIMITS)
             .unwrap_err()
             .0
             .contains("topic not found"));
@@ -660,7 +733,7 @@ mod tests {
             "orders".into(),
             vec!["http://s/x".into(), "http://s/y".into()],
         );
-        let t = build_new(i.clone(), GlobalStatus::Prepared, 5, 128).unwrap();
+        let t = build_new(i.clone(), GlobalStatus::Prepared, 5, &LIMITS).unwrap();
         let got: Vec<(String, &str, u32)> = t
             .branches
             .iter()
@@ -675,7 +748,7 @@ mod tests {
             ]
         );
         i.topics.insert("orders".into(), vec!["http://s/x".into()]);
-        let t = build_new(i, GlobalStatus::Prepared, 5, 128).unwrap();
+        let t = build_new(i, GlobalStatus::Prepared, 5, &LIMITS).unwrap();
         assert_eq!(t.branches[0].field(), "01:action");
     }
 }

@@ -15,7 +15,8 @@ mod transition;
 pub use allow::AllowList;
 pub use build::{
     build_new, build_registered, is_grpc_shaped, validate_branch_id, validate_gid, validate_url,
-    BranchInput, NewTrans, NewTransInput, ValidationError, MAX_RETRY_LIMIT, MAX_SECONDS, MAX_STEPS,
+    BranchInput, Limits, NewTrans, NewTransInput, ValidationError, MAX_RETRY_LIMIT, MAX_SECONDS,
+    MAX_STEPS,
 };
 pub use model::{
     Branch, BranchStatus, GlobalStatus, Op, SagaCustom, Trans, TransKind, TransOptions,

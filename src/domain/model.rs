@@ -312,6 +312,11 @@ pub struct Trans {
 }
 
 impl Trans {
+    /// Bytes of payload its branch rows hold.
+    pub fn payload_bytes(&self) -> usize {
+        self.branches.iter().map(|b| b.data.len()).sum()
+    }
+
     /// The delay set in a msg's `custom_data` (`{"delay": seconds}`), in ms.
     pub fn msg_delay_ms(&self) -> u64 {
         #[derive(Deserialize)]

@@ -344,7 +344,7 @@ mod tests {
             },
             GlobalStatus::Submitted,
             1_000,
-            128,
+            &crate::domain::build::TEST_LIMITS,
         )
         .unwrap()
     }
@@ -527,7 +527,7 @@ mod tests {
             },
             status,
             1_000,
-            128,
+            &crate::domain::build::TEST_LIMITS,
         )
         .unwrap()
     }

@@ -16,6 +16,10 @@ pub enum ApiError {
     /// `{"message"}` (dtm answers 500 here).
     #[error("{0}")]
     BadRequest(String),
+    /// Refused before any work: a cross-site request. Returns
+    /// `403 Forbidden` `{"message"}`.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such transaction or route. Returns `404 Not Found` `{"message"}`.
     #[error("{0}")]
     NotFound(String),
@@ -69,10 +73,28 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The message a client may see: an internal error's detail is logged
+    /// here and replaced, whatever the transport.
+    pub(crate) fn public_message(&self) -> String {
+        match self {
+            Self::Internal(m) => {
+                error!(error = %m, "internal error");
+                INTERNAL_MESSAGE.to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// What a client is told of an internal error.
+const INTERNAL_MESSAGE: &str = "internal error; see the dtx log";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match &self {
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"message": m})),
+            Self::Forbidden(m) => (StatusCode::FORBIDDEN, json!({"message": m})),
             Self::NotFound(m) => (StatusCode::NOT_FOUND, json!({"message": m})),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -90,13 +112,10 @@ impl IntoResponse for ApiError {
             ),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({"message": m})),
             Self::Branch(m) => (StatusCode::INTERNAL_SERVER_ERROR, json!({"message": m})),
-            Self::Internal(m) => {
-                error!(error = %m, "internal error");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({"message": "internal error; see the dtx log"}),
-                )
-            }
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"message": self.public_message()}),
+            ),
         };
         (status, Json(body)).into_response()
     }

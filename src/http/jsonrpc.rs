@@ -94,7 +94,7 @@ async fn json_rpc(State(s): State<AppState>, body: Bytes) -> Json<Value> {
                 ApiError::Ongoing(_) => ONGOING,
                 _ => INTERNAL,
             };
-            reply(id, Err((code, e.to_string())))
+            reply(id, Err((code, e.public_message())))
         }
     }
 }

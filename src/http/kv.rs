@@ -118,9 +118,15 @@ async fn subscribe(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiRes
     }
     validate_url(&url)?;
     s.check_allowed(&url)?;
+    let max = s.max_topic_subscribers;
     let r = update_topic(&s, &topic, |subs, _| {
         if subs.iter().any(|x| x.url == url) {
             return Err(ApiError::Conflict("this url exists".into()));
+        }
+        if subs.len() >= max {
+            return Err(ApiError::BadRequest(format!(
+                "topic {topic} has {max} subscribers, the most one topic may have (trans.max_topic_subscribers, DTX_TRANS_MAX_TOPIC_SUBSCRIBERS)"
+            )));
         }
         subs.push(Subscriber {
             url: url.clone(),

@@ -9,6 +9,7 @@ mod json;
 mod jsonrpc;
 mod kv;
 mod ops;
+mod origin;
 mod trans;
 
 use std::sync::Arc;
@@ -18,8 +19,9 @@ use axum::Router;
 
 pub use auth::Auth;
 pub use error::ApiError;
+pub use origin::AllowedOrigins;
 
-use crate::domain::AllowList;
+use crate::domain::{AllowList, Limits};
 
 use crate::scheduler::Engine;
 
@@ -28,14 +30,18 @@ use crate::scheduler::Engine;
 pub struct AppState {
     /// The replica's engine.
     pub engine: Arc<Engine>,
-    /// Longest gid accepted, bytes.
-    pub max_gid_len: usize,
+    /// What one transaction may hold.
+    pub limits: Limits,
+    /// Most subscribers of one topic (`trans.max_topic_subscribers`).
+    pub max_topic_subscribers: usize,
     /// Renders the metrics.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Hosts branch URLs may name.
     pub allow: Arc<AllowList>,
     /// Access tokens.
     pub auth: Arc<Auth>,
+    /// Origins besides dtx's own whose pages may call the API.
+    pub origins: Arc<AllowedOrigins>,
 }
 
 impl AppState {
@@ -65,6 +71,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::same_site_only,
         ))
         .layer(axum::middleware::from_fn(health::track))
         .layer(DefaultBodyLimit::max(max_body_bytes))

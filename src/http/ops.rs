@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::json::{nullable, query_map, JsonBody};
-use super::trans::{success, ApiResult};
+use super::trans::{kind_conflict, success, ApiResult};
 use super::{ApiError, AppState};
 use crate::domain::{build_registered, validate_gid, GlobalStatus, TransKind};
 use crate::store::StoreError;
@@ -52,7 +52,7 @@ pub(super) async fn do_register_branch(s: &AppState, body: BranchBody) -> ApiRes
         }
     }
     let gid = fields.get("gid").cloned().unwrap_or_default();
-    validate_gid(&gid, s.max_gid_len)?;
+    validate_gid(&gid, s.limits.max_gid_len)?;
     let trans_type = fields
         .get("trans_type")
         .map(String::as_str)
@@ -63,7 +63,11 @@ pub(super) async fn do_register_branch(s: &AppState, body: BranchBody) -> ApiRes
     let now = engine.now_ms();
     let rows = build_registered(kind, &fields, now)?;
     rows.iter().try_for_each(|b| s.check_allowed(&b.url))?;
-    match engine.store.register_branch(&gid, &rows, now).await {
+    match engine
+        .store
+        .register_branch(&gid, kind, &rows, &s.limits, now)
+        .await
+    {
         Ok(()) => {
             info!(gid = %gid, branch = %rows[0].id, "branch registered");
             success()
@@ -77,6 +81,16 @@ pub(super) async fn do_register_branch(s: &AppState, body: BranchBody) -> ApiRes
         Err(StoreError::BranchConflict(field)) => Err(ApiError::Conflict(format!(
             "branch {field} of {gid} is registered already"
         ))),
+        Err(StoreError::KindConflict(actual)) => Err(kind_conflict(&gid, &actual, kind)),
+        Err(StoreError::Limit { what, held }) => {
+            let added: usize = rows.iter().map(|b| b.data.len()).sum();
+            Err(if what == "rows" {
+                s.limits.too_many_branches(held as usize + rows.len())
+            } else {
+                s.limits.too_many_bytes(held as usize + added)
+            }
+            .into())
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -98,7 +112,7 @@ async fn force_stop(State(s): State<AppState>, JsonBody(body): JsonBody<GidBody>
 /// Ends any unfinished transaction as `failed`, taking its lease over so a
 /// replica still driving it can no longer write.
 pub(super) async fn do_force_stop(s: &AppState, body: GidBody) -> ApiResult {
-    validate_gid(&body.gid, s.max_gid_len)?;
+    validate_gid(&body.gid, s.limits.max_gid_len)?;
     let engine = &s.engine;
     let reason = if body.rollback_reason.is_empty() {
         "force stopped".to_owned()
@@ -123,6 +137,7 @@ pub(super) async fn do_force_stop(s: &AppState, body: GidBody) -> ApiResult {
             .store
             .transition(
                 &t.gid,
+                None,
                 t.status,
                 GlobalStatus::Failed,
                 now,
@@ -180,7 +195,7 @@ async fn reset_next_cron_time(
 /// Makes one unfinished transaction due now (dtm's has no effect on Redis;
 /// ours reschedules it).
 pub(super) async fn do_reset_next_cron_time(s: &AppState, body: GidBody) -> ApiResult {
-    validate_gid(&body.gid, s.max_gid_len)?;
+    validate_gid(&body.gid, s.limits.max_gid_len)?;
     let engine = &s.engine;
     let store = &engine.store;
     let t = store

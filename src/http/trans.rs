@@ -212,7 +212,7 @@ pub(super) async fn do_prepare(s: &AppState, body: TransBody) -> ApiResult {
     let engine = &s.engine;
     let now = engine.now_ms();
     let input = with_topics(s, body.into_input()?).await?;
-    let mut t = build_new(input, GlobalStatus::Prepared, now, s.max_gid_len)?;
+    let mut t = build_new(input, GlobalStatus::Prepared, now, &s.limits)?;
     check_urls(s, &t)?;
     let due = prepared_due(s, &t, now);
     t.next_ms = due;
@@ -224,6 +224,9 @@ pub(super) async fn do_prepare(s: &AppState, body: TransBody) -> ApiResult {
                 engine.note_due(at);
             }
             success()
+        }
+        Created::Exists(_, kind) if kind != t.kind => {
+            Err(kind_conflict(&t.gid, kind.as_str(), t.kind))
         }
         Created::Exists(GlobalStatus::Prepared, _) => success(),
         Created::Exists(status, _) => Err(ApiError::Failure(format!(
@@ -239,16 +242,19 @@ pub(super) async fn do_submit(s: &AppState, body: TransBody) -> ApiResult {
     let engine = &s.engine;
     let now = engine.now_ms();
     let input = with_topics(s, body.into_input()?).await?;
-    let mut t = build_new(input, GlobalStatus::Submitted, now, s.max_gid_len)?;
+    let mut t = build_new(input, GlobalStatus::Submitted, now, &s.limits)?;
     check_urls(s, &t)?;
     let wait = t.opts.wait_result;
     let lease_until = now + engine.lease_ms;
     // msg, tcc and xa are usually prepared first: take that one over
     // before trying to create (one script instead of two)
     if t.kind != TransKind::Saga {
-        match take_prepared(s, &t.gid, now, lease_until).await {
+        match take_prepared(s, &t.gid, t.kind, now, lease_until).await {
             Ok(pass) => return if wait { report(pass.await) } else { success() },
             Err(StoreError::NotFound) => {}
+            Err(StoreError::KindConflict(actual)) => {
+                return Err(kind_conflict(&t.gid, &actual, t.kind))
+            }
             Err(StoreError::Conflict { actual, .. }) => {
                 return resubmitted(s, &t.gid, &actual, wait).await
             }
@@ -263,9 +269,15 @@ pub(super) async fn do_submit(s: &AppState, body: TransBody) -> ApiResult {
             telemetry::trans_started(t.kind.as_str());
             engine.spawn_drive(t, 1, lease_until)
         }
+        Created::Exists(_, kind) if kind != t.kind => {
+            return Err(kind_conflict(&t.gid, kind.as_str(), t.kind))
+        }
         Created::Exists(GlobalStatus::Prepared, _) => {
-            match take_prepared(s, &t.gid, now, lease_until).await {
+            match take_prepared(s, &t.gid, t.kind, now, lease_until).await {
                 Ok(pass) => pass,
+                Err(StoreError::KindConflict(actual)) => {
+                    return Err(kind_conflict(&t.gid, &actual, t.kind))
+                }
                 Err(StoreError::Conflict { actual, .. }) => {
                     return resubmitted(s, &t.gid, &actual, wait).await
                 }
@@ -286,6 +298,7 @@ pub(super) async fn do_submit(s: &AppState, body: TransBody) -> ApiResult {
 async fn take_prepared(
     s: &AppState,
     gid: &str,
+    kind: TransKind,
     now: u64,
     lease_until: u64,
 ) -> Result<tokio::task::JoinHandle<DriveReport>, StoreError> {
@@ -294,6 +307,7 @@ async fn take_prepared(
         .store
         .transition(
             gid,
+            Some(kind),
             GlobalStatus::Prepared,
             GlobalStatus::Submitted,
             now,
@@ -304,6 +318,17 @@ async fn take_prepared(
         .await?;
     info!(gid = %gid, "prepared transaction submitted");
     Ok(engine.spawn_drive(leased.trans, leased.epoch, lease_until))
+}
+
+/// Longest a repeated `wait_result` submit waits for the replica driving
+/// the transaction.
+const RESUBMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// A call naming another `trans_type` than the one `gid` was created with.
+pub(super) fn kind_conflict(gid: &str, stored: &str, named: TransKind) -> ApiError {
+    ApiError::BadRequest(format!(
+        "{gid} is a {stored} transaction, not {named}: trans_type must match the stored one"
+    ))
 }
 
 /// A submit for a gid that already moved past `prepared`.
@@ -327,14 +352,22 @@ async fn resubmitted(s: &AppState, gid: &str, status: &str, wait: bool) -> ApiRe
         }
         return success();
     }
-    let deadline = s.engine.now_ms() + 10_000;
+    // the replica driving it may be another one: read the status only,
+    // backing off from 50 ms to 1 s, for at most RESUBMIT_WAIT
+    let deadline = tokio::time::Instant::now() + RESUBMIT_WAIT;
+    let mut pause = Duration::from_millis(50);
     loop {
-        match s.engine.store.load(gid).await? {
-            Some(t) if t.status == GlobalStatus::Succeed => return success(),
-            Some(t) if t.status.is_final() || s.engine.now_ms() >= deadline => {
-                return Err(not_success(&t))
+        match s.engine.store.status(gid).await? {
+            Some((GlobalStatus::Succeed, _)) => return success(),
+            Some((status, reason))
+                if status.is_final() || tokio::time::Instant::now() + pause > deadline =>
+            {
+                return Err(failure_for(&reason))
             }
-            Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Some(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
             None => return Err(ApiError::NotFound(format!("no transaction with gid {gid}"))),
         }
     }
@@ -343,7 +376,7 @@ async fn resubmitted(s: &AppState, gid: &str, status: &str, wait: bool) -> ApiRe
 /// A workflow client's final submit: `req_extra` carries the outcome it
 /// reached (`status`, `rollback_reason`, base64 `result`).
 async fn submit_workflow(s: &AppState, body: TransBody) -> ApiResult {
-    validate_gid(&body.gid, s.max_gid_len)?;
+    validate_gid(&body.gid, s.limits.max_gid_len)?;
     let extra = &body.req_extra;
     let (event, time_field) = match extra.get("status").map(String::as_str) {
         Some("succeed") => (Event::ClientSucceeded, "finish_ms"),
@@ -364,26 +397,11 @@ async fn submit_workflow(s: &AppState, body: TransBody) -> ApiResult {
     }
     let to = next(TransKind::Workflow, GlobalStatus::Prepared, event)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    // the kind of a gid never changes: check it before the status CAS
-    match engine.store.load(&body.gid).await? {
-        Some(t) if t.kind == TransKind::Workflow => {}
-        Some(t) => {
-            return Err(ApiError::BadRequest(format!(
-                "{} is a {} transaction, not a workflow",
-                body.gid, t.kind
-            )))
-        }
-        None => {
-            return Err(ApiError::NotFound(format!(
-                "no transaction with gid {}",
-                body.gid
-            )))
-        }
-    }
     match engine
         .store
         .transition(
             &body.gid,
+            Some(TransKind::Workflow),
             GlobalStatus::Prepared,
             to,
             now,
@@ -397,6 +415,9 @@ async fn submit_workflow(s: &AppState, body: TransBody) -> ApiResult {
             info!(gid = %body.gid, status = %to, "workflow submitted");
             finished(&l.trans, now);
             success()
+        }
+        Err(StoreError::KindConflict(actual)) => {
+            Err(kind_conflict(&body.gid, &actual, TransKind::Workflow))
         }
         Err(StoreError::Conflict { actual, .. }) => Err(ApiError::Failure(format!(
             "current status '{actual}', cannot sumbmit. FAILURE"
@@ -426,21 +447,22 @@ pub(super) async fn do_prepare_workflow(s: &AppState, body: TransBody) -> ApiRes
     }
     let engine = &s.engine;
     let now = engine.now_ms();
-    let mut t = build_new(
-        body.into_input()?,
-        GlobalStatus::Prepared,
-        now,
-        s.max_gid_len,
-    )?;
+    let mut t = build_new(body.into_input()?, GlobalStatus::Prepared, now, &s.limits)?;
     check_urls(s, &t)?;
     let due = prepared_due(s, &t, now);
     t.next_ms = due;
-    if engine.store.create_trans(&t, 0, due).await? == Created::New {
-        info!(gid = %t.gid, "workflow prepared");
-        telemetry::trans_started(t.kind.as_str());
-        if let Some(at) = due {
-            engine.note_due(at);
+    match engine.store.create_trans(&t, 0, due).await? {
+        Created::New => {
+            info!(gid = %t.gid, "workflow prepared");
+            telemetry::trans_started(t.kind.as_str());
+            if let Some(at) = due {
+                engine.note_due(at);
+            }
         }
+        Created::Exists(_, kind) if kind != TransKind::Workflow => {
+            return Err(kind_conflict(&t.gid, kind.as_str(), TransKind::Workflow))
+        }
+        Created::Exists(..) => {}
     }
     let t =
         engine.store.load(&t.gid).await?.ok_or_else(|| {
@@ -453,13 +475,18 @@ pub(super) async fn do_prepare_workflow(s: &AppState, body: TransBody) -> ApiRes
 }
 
 fn not_success(t: &Trans) -> ApiError {
-    if t.reason.is_empty() {
+    failure_for(&t.reason)
+}
+
+/// The FAILURE reply of a transaction that did not succeed, for `reason`.
+fn failure_for(reason: &str) -> ApiError {
+    if reason.is_empty() {
         ApiError::Failure("wait result not return success: FAILURE".into())
-    } else if t.reason.ends_with("FAILURE") {
+    } else if reason.ends_with("FAILURE") {
         // a branch's failure text already says so
-        ApiError::Failure(t.reason.clone())
+        ApiError::Failure(reason.to_owned())
     } else {
-        ApiError::Failure(format!("{} FAILURE", t.reason))
+        ApiError::Failure(format!("{reason} FAILURE"))
     }
 }
 
@@ -488,7 +515,7 @@ pub(super) fn report(joined: Result<DriveReport, tokio::task::JoinError>) -> Api
 }
 
 pub(super) async fn do_abort(s: &AppState, body: TransBody) -> ApiResult {
-    validate_gid(&body.gid, s.max_gid_len)?;
+    validate_gid(&body.gid, s.limits.max_gid_len)?;
     let requested = body.kind()?;
     let engine = &s.engine;
     let t = engine
@@ -503,12 +530,17 @@ pub(super) async fn do_abort(s: &AppState, body: TransBody) -> ApiResult {
             body.trans_type, t.status
         )))
     };
+    // the kind of a gid never changes; the script checks it again
+    if requested != t.kind {
+        return refuse();
+    }
     if t.kind == TransKind::Msg && t.status == GlobalStatus::Prepared {
         let fields = [("rollback_ms", now.to_string())];
         return match engine
             .store
             .transition(
                 &t.gid,
+                Some(t.kind),
                 t.status,
                 GlobalStatus::Failed,
                 now,
@@ -523,11 +555,11 @@ pub(super) async fn do_abort(s: &AppState, body: TransBody) -> ApiResult {
                 finished(&l.trans, now);
                 success()
             }
-            Err(StoreError::Conflict { .. }) => refuse(),
+            Err(StoreError::Conflict { .. } | StoreError::KindConflict(_)) => refuse(),
             Err(e) => Err(e.into()),
         };
     }
-    let two_phase = matches!(requested, TransKind::Tcc | TransKind::Xa) && t.kind == requested;
+    let two_phase = matches!(t.kind, TransKind::Tcc | TransKind::Xa);
     if !two_phase || !matches!(t.status, GlobalStatus::Prepared | GlobalStatus::Aborting) {
         return refuse();
     }
@@ -540,6 +572,7 @@ pub(super) async fn do_abort(s: &AppState, body: TransBody) -> ApiResult {
         .store
         .transition(
             &t.gid,
+            Some(t.kind),
             t.status,
             GlobalStatus::Aborting,
             now,
@@ -550,7 +583,7 @@ pub(super) async fn do_abort(s: &AppState, body: TransBody) -> ApiResult {
         .await
     {
         Ok(l) => l,
-        Err(StoreError::Conflict { .. }) => return refuse(),
+        Err(StoreError::Conflict { .. } | StoreError::KindConflict(_)) => return refuse(),
         Err(e) => return Err(e.into()),
     };
     info!(gid = %t.gid, "aborting");
@@ -568,7 +601,7 @@ async fn query(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult 
     if gid.is_empty() {
         return Err(ApiError::BadRequest("no gid specified".into()));
     }
-    validate_gid(gid, s.max_gid_len)?;
+    validate_gid(gid, s.limits.max_gid_len)?;
     Ok(Json(match s.engine.store.load(gid).await? {
         Some(t) => json!({
             "transaction": trans_json(&t),
@@ -594,7 +627,7 @@ async fn all(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult {
     let q = query_map(raw.as_deref());
     let store = &s.engine.store;
     if let Some(gid) = q.get("gid").filter(|g| !g.is_empty()) {
-        validate_gid(gid, s.max_gid_len)?;
+        validate_gid(gid, s.limits.max_gid_len)?;
         // dtm answers `null` rather than `[]` when the gid is unknown
         let found = store.load(gid).await?.map(|t| vec![trans_json(&t)]);
         return Ok(Json(json!({"transactions": found, "next_position": ""})));

@@ -20,17 +20,23 @@ pub enum ScriptCode {
     StaleEpoch = 5,
     /// A branch row is missing or not in its expected status.
     BranchConflict = 6,
+    /// The transaction is of another kind.
+    KindConflict = 7,
+    /// A limit of one transaction would be passed.
+    Limit = 8,
 }
 
 impl ScriptCode {
     /// Every code.
-    pub const ALL: [ScriptCode; 6] = [
+    pub const ALL: [ScriptCode; 8] = [
         Self::Ok,
         Self::Exists,
         Self::NotFound,
         Self::Conflict,
         Self::StaleEpoch,
         Self::BranchConflict,
+        Self::KindConflict,
+        Self::Limit,
     ];
 
     /// The name used in `lua/README.md` and the scripts.
@@ -42,6 +48,8 @@ impl ScriptCode {
             Self::Conflict => "CONFLICT",
             Self::StaleEpoch => "STALE_EPOCH",
             Self::BranchConflict => "BRANCH_CONFLICT",
+            Self::KindConflict => "KIND_CONFLICT",
+            Self::Limit => "LIMIT",
         }
     }
 
@@ -108,6 +116,7 @@ pub fn trans_fields(t: &Trans, epoch: u64) -> Vec<(&'static str, String)> {
         ("owner", t.owner.clone()),
         ("create_ms", t.create_ms.to_string()),
         ("update_ms", t.update_ms.to_string()),
+        ("bytes", t.payload_bytes().to_string()),
     ];
     if let Some(n) = t.next_ms {
         f.push(("next_ms", n.to_string()));
@@ -300,7 +309,7 @@ mod tests {
             assert!(table.contains(&row), "lua/README.md lacks {row}");
         }
         assert_eq!(ScriptCode::from_code(0), None);
-        assert_eq!(ScriptCode::from_code(7), None);
+        assert_eq!(ScriptCode::from_code(9), None);
     }
 
     #[test]

@@ -47,6 +47,17 @@ pub enum StoreError {
     /// A branch row is missing or not in its expected status.
     #[error("branch row {0} is missing or not in its expected status")]
     BranchConflict(String),
+    /// The transaction is of another kind than the call named.
+    #[error("the transaction is a {0} transaction")]
+    KindConflict(String),
+    /// The change would pass a limit of one transaction.
+    #[error("the transaction would hold too many {what} (it holds {held})")]
+    Limit {
+        /// `rows` or `bytes`.
+        what: String,
+        /// How many it holds now.
+        held: u64,
+    },
     /// A reply of the wrong shape.
     #[error(transparent)]
     Decode(#[from] DecodeError),
@@ -426,7 +437,7 @@ impl Store {
         match code {
             ScriptCode::Ok => Ok(Created::New),
             ScriptCode::Exists => {
-                let status = rest.first().map(text).transpose()?.unwrap_or_default();
+                let status = first_text(rest)?;
                 let kind = rest.get(1).map(text).transpose()?.unwrap_or_default();
                 Ok(Created::Exists(
                     GlobalStatus::parse(&status)
@@ -553,11 +564,9 @@ impl Store {
             )),
             ScriptCode::Conflict => Err(StoreError::Conflict {
                 expected: expected.as_str().to_owned(),
-                actual: rest.first().map(text).transpose()?.unwrap_or_default(),
+                actual: first_text(rest)?,
             }),
-            ScriptCode::BranchConflict => Err(StoreError::BranchConflict(
-                rest.first().map(text).transpose()?.unwrap_or_default(),
-            )),
+            ScriptCode::BranchConflict => Err(StoreError::BranchConflict(first_text(rest)?)),
             other => Err(unexpected("record", other)),
         }
     }
@@ -571,6 +580,7 @@ impl Store {
     pub async fn transition(
         &self,
         gid: &str,
+        kind: Option<TransKind>,
         expected: GlobalStatus,
         to: GlobalStatus,
         now_ms: u64,
@@ -589,6 +599,7 @@ impl Store {
             .key(&k.branches) // KEYS[2]
             .key(&k.due); // KEYS[3]
         inv.arg(gid)
+            .arg(kind.map(TransKind::as_str).unwrap_or_default())
             .arg(expected.as_str())
             .arg(to.as_str())
             .arg(now_ms)
@@ -613,9 +624,10 @@ impl Store {
                 })
             }
             ScriptCode::NotFound => Err(StoreError::NotFound),
+            ScriptCode::KindConflict => Err(StoreError::KindConflict(first_text(rest)?)),
             ScriptCode::Conflict => Err(StoreError::Conflict {
                 expected: expected.as_str().to_owned(),
-                actual: rest.first().map(text).transpose()?.unwrap_or_default(),
+                actual: first_text(rest)?,
             }),
             other => Err(unexpected("transition", other)),
         }
@@ -626,7 +638,9 @@ impl Store {
     pub async fn register_branch(
         &self,
         gid: &str,
+        kind: TransKind,
         rows: &[crate::domain::Branch],
+        limits: &crate::domain::Limits,
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let k = self.keys.trans(gid);
@@ -634,7 +648,12 @@ impl Store {
         let mut inv = self.scripts.register_branch.prepare_invoke();
         inv.key(&k.trans) // KEYS[1]
             .key(&k.branches); // KEYS[2]
-        inv.arg(now_ms);
+        let bytes: usize = rows.iter().map(|b| b.data.len()).sum();
+        inv.arg(now_ms)
+            .arg(kind.as_str())
+            .arg(limits.max_branches)
+            .arg(limits.max_payload_bytes)
+            .arg(bytes);
         for b in rows {
             let (status, tail) = codec::branch_row_parts(b);
             inv.arg(b.field()).arg(status).arg(tail);
@@ -644,13 +663,16 @@ impl Store {
         match code {
             ScriptCode::Ok => Ok(()),
             ScriptCode::NotFound => Err(StoreError::NotFound),
+            ScriptCode::KindConflict => Err(StoreError::KindConflict(first_text(rest)?)),
             ScriptCode::Conflict => Err(StoreError::Conflict {
                 expected: GlobalStatus::Prepared.as_str().to_owned(),
-                actual: rest.first().map(text).transpose()?.unwrap_or_default(),
+                actual: first_text(rest)?,
             }),
-            ScriptCode::BranchConflict => Err(StoreError::BranchConflict(
-                rest.first().map(text).transpose()?.unwrap_or_default(),
-            )),
+            ScriptCode::BranchConflict => Err(StoreError::BranchConflict(first_text(rest)?)),
+            ScriptCode::Limit => Err(StoreError::Limit {
+                what: first_text(rest)?,
+                held: rest.get(1).map(int).transpose()?.unwrap_or_default() as u64,
+            }),
             other => Err(unexpected("register_branch", other)),
         }
     }
@@ -762,7 +784,7 @@ impl Store {
             ScriptCode::NotFound => Err(StoreError::NotFound),
             ScriptCode::Conflict => Err(StoreError::Conflict {
                 expected: expected.to_string(),
-                actual: rest.first().map(text).transpose()?.unwrap_or_default(),
+                actual: first_text(rest)?,
             }),
             other => Err(unexpected("kv_put", other)),
         }
@@ -927,6 +949,25 @@ impl Store {
         Ok(Some(decode_trans(gid, &trans, &branches)?.0))
     }
 
+    /// The status and reason of `gid` only (a cheap read for waiters), or
+    /// `None` when there is no such transaction.
+    pub async fn status(&self, gid: &str) -> Result<Option<(GlobalStatus, String)>, StoreError> {
+        let k = self.keys.trans(gid);
+        let mut conn = self.conn.clone();
+        let (status, reason): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(&k.trans)
+            .arg("status")
+            .arg("reason")
+            .query_async(&mut conn)
+            .await?;
+        let Some(status) = status else {
+            return Ok(None);
+        };
+        let status = GlobalStatus::parse(&status)
+            .ok_or_else(|| DecodeError(format!("{gid}: status {status:?}")))?;
+        Ok(Some((status, reason.unwrap_or_default())))
+    }
+
     /// One page of transactions, newest first, from the creation-time
     /// indexes of every shard (never `SCAN`). Returns the page and the
     /// cursor of the next one (`None` at the end). A page may hold fewer
@@ -1054,4 +1095,9 @@ fn unexpected(script: &str, code: ScriptCode) -> StoreError {
         "{script} replied {} which it never should",
         code.name()
     )))
+}
+
+/// The first extra value of a script reply as text, "" when there is none.
+fn first_text(rest: &[Value]) -> Result<String, DecodeError> {
+    Ok(rest.first().map(text).transpose()?.unwrap_or_default())
 }

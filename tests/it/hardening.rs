@@ -206,3 +206,339 @@ async fn branch_headers_cannot_frame_the_request() {
     assert_eq!(call.headers["x-tenant"], "t1");
     assert_eq!(call.body, "{\"amount\":30}");
 }
+
+#[tokio::test]
+async fn one_transaction_holds_bounded_rows_and_bytes() {
+    let redis = RedisServer::start();
+    let b = Branches::start().await;
+    let mut settings = test_settings(&redis.url(), &prefix());
+    settings.trans.max_branches = 10;
+    settings.trans.max_payload_bytes = 1000;
+    settings.trans.max_topic_subscribers = 3;
+    let app = TestApp::spawn_with(settings).await;
+    for i in 0..3 {
+        let (status, r) = app
+            .get(&format!(
+                "subscribe?topic=t&url={}",
+                b.url(&format!("s{i}"))
+            ))
+            .await;
+        assert_eq!(status, 200, "{r}");
+    }
+    let (status, r) = app
+        .get(&format!("subscribe?topic=t&url={}", b.url("s3")))
+        .await;
+    assert_eq!(status, 400, "{r}");
+    assert!(r["message"]
+        .as_str()
+        .unwrap()
+        .contains("trans.max_topic_subscribers"));
+    let before = redis.keys(&app.prefix);
+    let msg = |steps: usize, payload: usize| {
+        json!({
+            "gid": gid("fanout"),
+            "trans_type": "msg",
+            "query_prepared": b.url("qp"),
+            "steps": (0..steps).map(|_| json!({"action": "topic://t"})).collect::<Vec<_>>(),
+            "payloads": (0..steps).map(|_| "x".repeat(payload)).collect::<Vec<_>>(),
+        })
+    };
+    // 4 topic steps of 3 subscribers: 12 rows
+    let (status, r) = app.post("prepare", &msg(4, 1)).await;
+    assert_eq!(status, 400, "{r}");
+    assert!(r["message"]
+        .as_str()
+        .unwrap()
+        .contains("trans.max_branches"));
+    // 3 steps: 9 rows of 200 bytes
+    let (status, r) = app.post("submit", &msg(3, 200)).await;
+    assert_eq!(status, 400, "{r}");
+    assert!(r["message"]
+        .as_str()
+        .unwrap()
+        .contains("trans.max_payload_bytes"));
+    // a saga of 6 steps: 12 rows
+    let saga = json!({
+        "gid": gid("rows"), "trans_type": "saga",
+        "steps": (0..6).map(|i| json!({"action": b.url(&format!("a{i}")), "compensate": ""})).collect::<Vec<_>>(),
+        "payloads": (0..6).map(|_| "{}").collect::<Vec<_>>(),
+    });
+    let (status, r) = app.post("submit", &saga).await;
+    assert_eq!(status, 400, "{r}");
+    assert_eq!(redis.keys(&app.prefix), before, "a refused call wrote");
+    // within the bounds
+    let (status, r) = app.post("prepare", &msg(3, 10)).await;
+    assert_eq!(status, 200, "{r}");
+    // registerBranch counts too: a tcc branch is two rows
+    let g = gid("tcc-rows");
+    let (status, r) = app
+        .post("prepare", &json!({"gid": g, "trans_type": "tcc"}))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let register = |id: usize| {
+        json!({"gid": g, "trans_type": "tcc", "branch_id": format!("{id:02}"),
+               "confirm": b.url("cf"), "cancel": b.url("cn"), "data": "{}"})
+    };
+    for id in 1..=5 {
+        let (status, r) = app.post("registerBranch", &register(id)).await;
+        assert_eq!(status, 200, "{r}");
+    }
+    let (status, r) = app.post("registerBranch", &register(6)).await;
+    assert_eq!(status, 400, "{r}");
+    assert!(r["message"]
+        .as_str()
+        .unwrap()
+        .contains("trans.max_branches"));
+    assert_eq!(
+        app.query(&g).await["branches"].as_array().unwrap().len(),
+        10
+    );
+}
+
+/// Where a transaction of each kind can be, as its clients and dtx move it.
+fn reachable(kind: dtx::domain::TransKind) -> &'static [dtx::domain::GlobalStatus] {
+    use dtx::domain::{GlobalStatus as S, TransKind as K};
+    match kind {
+        K::Saga => &[S::Submitted, S::Aborting, S::Succeed, S::Failed],
+        K::Msg => &[S::Prepared, S::Submitted, S::Succeed, S::Failed],
+        K::Tcc | K::Xa => &[
+            S::Prepared,
+            S::Submitted,
+            S::Aborting,
+            S::Succeed,
+            S::Failed,
+        ],
+        K::Workflow => &[S::Prepared, S::Succeed, S::Failed],
+    }
+}
+
+#[tokio::test]
+async fn every_api_event_follows_the_transition_table() {
+    use dtx::domain::{next, Event, Op, TransKind};
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis).await;
+    // branches hang, so a pass an event starts cannot move the status on
+    let b = Branches::start().await;
+    b.set_default("hang", Reply::Slow(60_000));
+    let store = &app.engine.store;
+    let mut checked = 0;
+    for stored in TransKind::ALL {
+        for &status in reachable(stored) {
+            for named in TransKind::ALL {
+                for event in [Event::Submit, Event::Abort, Event::ForceStop] {
+                    let g = gid("walk");
+                    let now = app.engine.now_ms();
+                    let mut t = dtx::domain::Trans {
+                        gid: g.clone(),
+                        kind: stored,
+                        status,
+                        create_ms: now,
+                        update_ms: now,
+                        finish_ms: None,
+                        rollback_ms: None,
+                        next_ms: None,
+                        attempt: 0,
+                        reason: String::new(),
+                        opts: Default::default(),
+                        custom_data: String::new(),
+                        query_prepared: b.url("hang"),
+                        protocol: String::new(),
+                        result: String::new(),
+                        owner: String::new(),
+                        last_error: String::new(),
+                        last_branch: String::new(),
+                        branches: Vec::new(),
+                    };
+                    for op in [
+                        Op::Compensate,
+                        Op::Action,
+                        Op::Cancel,
+                        Op::Confirm,
+                        Op::Rollback,
+                        Op::Commit,
+                    ] {
+                        t.branches.push(dtx::domain::Branch {
+                            id: "01".into(),
+                            op,
+                            url: b.url("hang"),
+                            data: "{}".into(),
+                            status: dtx::domain::BranchStatus::Prepared,
+                            seq: t.branches.len() as u32,
+                            update_ms: now,
+                        });
+                    }
+                    store.create_trans(&t, 1, None).await.unwrap();
+                    let (route, body) = match event {
+                        Event::Submit if named == TransKind::Workflow => (
+                            "submit",
+                            json!({"gid": g, "trans_type": "workflow",
+                                   "req_extra": {"status": "succeed"}}),
+                        ),
+                        Event::Submit => (
+                            "submit",
+                            json!({"gid": g, "trans_type": named.as_str(),
+                                   "steps": [{"action": b.url("hang"), "compensate": b.url("hang")}],
+                                   "payloads": ["{}"]}),
+                        ),
+                        Event::Abort => ("abort", json!({"gid": g, "trans_type": named.as_str()})),
+                        _ => ("forceStop", json!({"gid": g})),
+                    };
+                    let table_event = match (event, named) {
+                        (Event::Submit, TransKind::Workflow) => Event::ClientSucceeded,
+                        (e, _) => e,
+                    };
+                    // forceStop names no kind
+                    let matches = named == stored || event == Event::ForceStop;
+                    let want = next(stored, status, table_event).ok().filter(|_| matches);
+                    let (code, reply) = app.post(route, &body).await;
+                    let after = app.status(&g).await;
+                    let case = format!(
+                        "{stored} {status} {route} as {named}: {code} {reply}, now {after}"
+                    );
+                    match want {
+                        Some(to) => {
+                            assert_eq!(code, 200, "{case}");
+                            assert_eq!(after, to.as_str(), "{case}");
+                        }
+                        None => {
+                            assert!(matches!(code, 400 | 409), "{case}");
+                            assert_eq!(after, status.as_str(), "{case}");
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // 21 reachable (kind, status) pairs, 5 named kinds, 3 events
+    assert_eq!(checked, 21 * 5 * 3);
+}
+
+#[tokio::test]
+async fn register_branch_must_name_the_stored_kind() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis).await;
+    let b = Branches::start().await;
+    let g = gid("wf");
+    let (status, r) = app
+        .post(
+            "prepareWorkflow",
+            &json!({"gid": g, "trans_type": "workflow", "query_prepared": b.url("cb")}),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let before = redis.keys(&app.prefix);
+    let (status, r) = app
+        .post(
+            "registerBranch",
+            &json!({"gid": g, "trans_type": "tcc", "branch_id": "01",
+                    "confirm": b.url("cf"), "cancel": b.url("cn"), "data": "{}"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("workflow"), "{r}");
+    // the wedge of the review: a msg submit on a prepared workflow
+    let (status, r) = app
+        .post("submit", &json!({"gid": g, "trans_type": "msg"}))
+        .await;
+    assert_eq!(status, 400, "{r}");
+    assert_eq!(app.status(&g).await, "prepared");
+    assert_eq!(redis.keys(&app.prefix), before);
+    assert!(app.query(&g).await["branches"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn cross_site_requests_are_refused_and_change_nothing() {
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&redis.url(), &prefix());
+    settings.http.allowed_origins = "https://ops.example".into();
+    let app = TestApp::spawn_with(settings).await;
+    let b = Branches::start().await;
+    let root = app.base.replace("/api/dtmsvr", "");
+    let before = redis.keys(&app.prefix);
+    let subscribe = format!("{}/subscribe?topic=t&url={}", app.base, b.url("s"));
+    let g = gid("csrf");
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "http://evil.example"),
+        ("origin", "null"),
+    ] {
+        let r = app
+            .http
+            .get(&subscribe)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{name}: {value}");
+        let r = app
+            .http
+            .post(format!("{}/submit", app.base))
+            .header(name, value)
+            .header("content-type", "text/plain")
+            .body(saga_body(&g, &b).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{name}: {value}");
+    }
+    assert_eq!(redis.keys(&app.prefix), before, "a cross-site call wrote");
+    // dtx's own pages, a listed origin, and clients that send neither header
+    let own = root.clone();
+    for headers in [
+        vec![("origin", own.as_str()), ("sec-fetch-site", "same-origin")],
+        vec![("origin", "https://ops.example")],
+        vec![],
+    ] {
+        let mut req = app.http.get(format!("{}/all", app.base));
+        for (k, v) in &headers {
+            req = req.header(*k, *v);
+        }
+        assert_eq!(
+            req.send().await.unwrap().status().as_u16(),
+            200,
+            "{headers:?}"
+        );
+    }
+    let r = app.http.get(&subscribe).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn json_rpc_errors_hide_internal_detail_as_http_does() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis).await;
+    let g = gid("corrupt");
+    // a record no replica can decode
+    let key = app.engine.store.keys().trans(&g).trans;
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("status")
+        .arg("secret-internal-state")
+        .arg("kind")
+        .arg("saga")
+        .query(&mut redis.conn())
+        .unwrap();
+    let (status, http) = app
+        .post("abort", &json!({"gid": g, "trans_type": "saga"}))
+        .await;
+    assert_eq!(status, 500, "{http}");
+    let root = app.base.replace("/api/dtmsvr", "");
+    let rpc: serde_json::Value = app
+        .http
+        .post(format!("{root}/api/json-rpc"))
+        .json(&json!({"jsonrpc": "2.0", "id": "1", "method": "abort",
+                      "params": {"gid": g, "trans_type": "saga"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rpc["error"]["code"], -32603, "{rpc}");
+    assert_eq!(rpc["error"]["message"], http["message"], "{rpc}");
+    assert!(!rpc.to_string().contains("secret-internal-state"), "{rpc}");
+}

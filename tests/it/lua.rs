@@ -16,6 +16,12 @@ async fn store(redis: &RedisServer, prefix: &str) -> Store {
     Store::connect(&s.redis, 60).await.unwrap()
 }
 
+const LIMITS: dtx::domain::Limits = dtx::domain::Limits {
+    max_gid_len: 128,
+    max_branches: 6,
+    max_payload_bytes: 40,
+};
+
 fn saga(gid: &str, status: GlobalStatus, now: u64) -> dtx::domain::Trans {
     build_new(
         NewTransInput {
@@ -40,7 +46,7 @@ fn saga(gid: &str, status: GlobalStatus, now: u64) -> dtx::domain::Trans {
         },
         status,
         now,
-        128,
+        &LIMITS,
     )
     .unwrap()
 }
@@ -400,6 +406,7 @@ async fn transition_takes_over_with_a_new_epoch_or_refuses_without_writing() {
     let lost = st
         .transition(
             "g5",
+            None,
             GlobalStatus::Submitted,
             GlobalStatus::Succeed,
             2_000,
@@ -415,6 +422,7 @@ async fn transition_takes_over_with_a_new_epoch_or_refuses_without_writing() {
     let unknown = st
         .transition(
             "zz",
+            None,
             GlobalStatus::Prepared,
             GlobalStatus::Submitted,
             2_000,
@@ -424,6 +432,22 @@ async fn transition_takes_over_with_a_new_epoch_or_refuses_without_writing() {
         )
         .await;
     assert!(matches!(unknown, Err(StoreError::NotFound)));
+    let other_kind = st
+        .transition(
+            "g5",
+            Some(TransKind::Workflow),
+            GlobalStatus::Prepared,
+            GlobalStatus::Submitted,
+            2_000,
+            Some(6_000),
+            "me",
+            &[],
+        )
+        .await;
+    assert!(
+        matches!(&other_kind, Err(StoreError::KindConflict(k)) if k == "msg"),
+        "{other_kind:?}"
+    );
     assert_eq!(
         snapshot(&redis, &p),
         before,
@@ -433,6 +457,7 @@ async fn transition_takes_over_with_a_new_epoch_or_refuses_without_writing() {
     let leased = st
         .transition(
             "g5",
+            None,
             GlobalStatus::Prepared,
             GlobalStatus::Submitted,
             2_000,
@@ -452,6 +477,7 @@ async fn transition_takes_over_with_a_new_epoch_or_refuses_without_writing() {
     // finishing through transition leaves the due set and sets a TTL
     st.transition(
         "g5",
+        None,
         GlobalStatus::Submitted,
         GlobalStatus::Failed,
         3_000,
@@ -670,9 +696,13 @@ async fn register_branch_adds_numbered_rows_or_refuses_without_writing() {
         .collect()
     };
     let rows = dtx::domain::build_registered(TransKind::Tcc, &fields("01"), 2_000).unwrap();
-    st.register_branch("tcc1", &rows, 2_000).await.unwrap();
+    st.register_branch("tcc1", TransKind::Tcc, &rows, &LIMITS, 2_000)
+        .await
+        .unwrap();
     let rows2 = dtx::domain::build_registered(TransKind::Tcc, &fields("02"), 2_000).unwrap();
-    st.register_branch("tcc1", &rows2, 2_000).await.unwrap();
+    st.register_branch("tcc1", TransKind::Tcc, &rows2, &LIMITS, 2_000)
+        .await
+        .unwrap();
     let loaded = st.load("tcc1").await.unwrap().unwrap();
     let got: Vec<(String, u32)> = loaded.branches.iter().map(|b| (b.field(), b.seq)).collect();
     assert_eq!(
@@ -685,10 +715,44 @@ async fn register_branch_adds_numbered_rows_or_refuses_without_writing() {
         ]
     );
     let before = snapshot(&redis, &p);
-    let dup = st.register_branch("tcc1", &rows, 3_000).await;
+    let dup = st
+        .register_branch("tcc1", TransKind::Tcc, &rows, &LIMITS, 3_000)
+        .await;
     assert!(matches!(dup, Err(StoreError::BranchConflict(_))), "{dup:?}");
-    let unknown = st.register_branch("nope", &rows, 3_000).await;
+    let unknown = st
+        .register_branch("nope", TransKind::Tcc, &rows, &LIMITS, 3_000)
+        .await;
     assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
+    let rows3 = dtx::domain::build_registered(TransKind::Tcc, &fields("03"), 3_000).unwrap();
+    let xa = st
+        .register_branch("tcc1", TransKind::Xa, &rows3, &LIMITS, 3_000)
+        .await;
+    assert!(
+        matches!(&xa, Err(StoreError::KindConflict(k)) if k == "tcc"),
+        "{xa:?}"
+    );
+    // 4 rows held, 6 allowed: two more fit, four do not
+    let mut four = rows3.clone();
+    four.extend(dtx::domain::build_registered(TransKind::Tcc, &fields("04"), 3_000).unwrap());
+    let rows_over = st
+        .register_branch("tcc1", TransKind::Tcc, &four, &LIMITS, 3_000)
+        .await;
+    assert!(
+        matches!(&rows_over, Err(StoreError::Limit { what, held: 4 }) if what == "rows"),
+        "{rows_over:?}"
+    );
+    // 8 payload bytes held, 40 allowed
+    let mut big = rows3.clone();
+    for b in &mut big {
+        b.data = "x".repeat(17);
+    }
+    let bytes_over = st
+        .register_branch("tcc1", TransKind::Tcc, &big, &LIMITS, 3_000)
+        .await;
+    assert!(
+        matches!(&bytes_over, Err(StoreError::Limit { what, held: 8 }) if what == "bytes"),
+        "{bytes_over:?}"
+    );
     assert_eq!(
         snapshot(&redis, &p),
         before,
@@ -697,6 +761,7 @@ async fn register_branch_adds_numbered_rows_or_refuses_without_writing() {
     // once it is no longer prepared, nothing more registers
     st.transition(
         "tcc1",
+        None,
         GlobalStatus::Prepared,
         GlobalStatus::Submitted,
         3_000,
@@ -707,8 +772,9 @@ async fn register_branch_adds_numbered_rows_or_refuses_without_writing() {
     .await
     .unwrap();
     let before = snapshot(&redis, &p);
-    let rows3 = dtx::domain::build_registered(TransKind::Tcc, &fields("03"), 3_000).unwrap();
-    let late = st.register_branch("tcc1", &rows3, 3_000).await;
+    let late = st
+        .register_branch("tcc1", TransKind::Tcc, &rows3, &LIMITS, 3_000)
+        .await;
     assert!(
         matches!(&late, Err(StoreError::Conflict { actual, .. }) if actual == "submitted"),
         "{late:?}"
