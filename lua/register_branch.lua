@@ -18,8 +18,8 @@
 -- Returns:
 --   {OK}
 --   {NOT_FOUND}                no such transaction; nothing written
---   {KIND_CONFLICT, kind}      the transaction is of another kind; nothing written
 --   {CONFLICT, status}         the transaction is not prepared; nothing written
+--   {KIND_CONFLICT, kind}      it is prepared, but of another kind; nothing written
 --   {BRANCH_CONFLICT, field}   a row with this field exists already; nothing written
 --   {LIMIT, what, held}        the rows would pass a limit; what: "rows" or "bytes", held: how
 --                              many the transaction holds now; nothing written
@@ -43,11 +43,11 @@ local status = current[1]
 if not status then
   return {NOT_FOUND}
 end
-if current[3] ~= expected_kind then
-  return {KIND_CONFLICT, current[3]}
-end
 if status ~= 'prepared' then
   return {CONFLICT, status}
+end
+if current[3] ~= expected_kind then
+  return {KIND_CONFLICT, current[3]}
 end
 for i = 6, #args, 3 do
   if rcall('HEXISTS', branches_key, args[i]) == 1 then

@@ -22,8 +22,8 @@
 -- Returns:
 --   {OK, epoch, trans, branches}   trans and branches: HGETALL replies after the change
 --   {NOT_FOUND}                    no such transaction; nothing written
---   {KIND_CONFLICT, kind}          the transaction is of another kind; nothing written
 --   {CONFLICT, status}             the status is not the expected one; nothing written
+--   {KIND_CONFLICT, kind}          the status is, but the kind is another; nothing written
 --
 -- Writes: HINCRBY epoch; HSET trans (status, update_ms, owner, next_ms and the given fields);
 --         ZADD or ZREM due; PEXPIRE trans and branches on finish.
@@ -53,11 +53,11 @@ local status = current[1]
 if not status then
   return {NOT_FOUND}
 end
-if expected_kind ~= '' and current[2] ~= expected_kind then
-  return {KIND_CONFLICT, current[2]}
-end
 if status ~= expected_status then
   return {CONFLICT, status}
+end
+if expected_kind ~= '' and current[2] ~= expected_kind then
+  return {KIND_CONFLICT, current[2]}
 end
 
 local fields = {}

@@ -1,8 +1,9 @@
 //! Building and running one dtx replica; `main` and the tests start the
 //! same [`Application`].
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tracing::info;
@@ -41,6 +42,8 @@ pub struct Application {
     state: AppState,
     max_body_bytes: usize,
     drain_delay_ms: u64,
+    header_read_timeout: Duration,
+    drain_timeout: Duration,
 }
 
 impl Application {
@@ -101,6 +104,8 @@ impl Application {
             state,
             max_body_bytes: settings.http.max_body_bytes,
             drain_delay_ms: settings.http.drain_delay_ms,
+            header_read_timeout: Duration::from_millis(settings.http.header_read_timeout_ms),
+            drain_timeout: Duration::from_millis(settings.scheduler.drain_timeout_ms),
         })
     }
 
@@ -128,11 +133,14 @@ impl Application {
         let stop = tokio_util::sync::CancellationToken::new();
         let server_stop = stop.clone();
         let app = router(self.state, self.max_body_bytes);
-        let server = tokio::spawn(
-            axum::serve(self.listener, app)
-                .with_graceful_shutdown(async move { server_stop.cancelled().await })
-                .into_future(),
-        );
+        // requests in flight get as long as the work they wait on
+        let server = tokio::spawn(crate::http::serve::serve(
+            self.listener,
+            app,
+            self.header_read_timeout,
+            server_stop,
+            self.drain_timeout,
+        ));
         shutdown.await;
         // readiness turns 503 now; keep serving while load balancers notice
         engine.begin_drain();
@@ -140,7 +148,7 @@ impl Application {
             delay_ms = self.drain_delay_ms,
             "stopping: readiness is off, claims stopped"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(self.drain_delay_ms)).await;
+        tokio::time::sleep(Duration::from_millis(self.drain_delay_ms)).await;
         info!("closing the port; draining work in flight");
         stop.cancel();
         engine.drain().await;
@@ -148,9 +156,6 @@ impl Application {
         let _ = claims.await;
         let _ = maintenance.await;
         info!("stopped");
-        match served {
-            Ok(r) => r,
-            Err(e) => Err(std::io::Error::other(e)),
-        }
+        served.map_err(std::io::Error::other)
     }
 }

@@ -84,6 +84,8 @@ pub struct HttpSettings {
     pub drain_delay_ms: u64,
     /// Origins, besides dtx's own, whose pages may call the API.
     pub allowed_origins: String,
+    /// Time a connection has to send a request head, also when idle, ms.
+    pub header_read_timeout_ms: u64,
 }
 
 /// `[redis]`
@@ -330,6 +332,9 @@ impl Settings {
         }
         if self.trans.max_request_timeout_ms < self.trans.request_timeout_ms {
             return bad("trans.max_request_timeout_ms must be at least trans.request_timeout_ms");
+        }
+        if self.http.header_read_timeout_ms == 0 {
+            return bad("http.header_read_timeout_ms must be positive");
         }
         if self.trans.max_branches == 0
             || self.trans.max_payload_bytes == 0

@@ -10,6 +10,7 @@ mod jsonrpc;
 mod kv;
 mod ops;
 mod origin;
+pub mod serve;
 mod trans;
 
 use std::sync::Arc;

@@ -225,7 +225,7 @@ pub(super) async fn do_prepare(s: &AppState, body: TransBody) -> ApiResult {
             }
             success()
         }
-        Created::Exists(_, kind) if kind != t.kind => {
+        Created::Exists(GlobalStatus::Prepared, kind) if kind != t.kind => {
             Err(kind_conflict(&t.gid, kind.as_str(), t.kind))
         }
         Created::Exists(GlobalStatus::Prepared, _) => success(),
@@ -256,7 +256,7 @@ pub(super) async fn do_submit(s: &AppState, body: TransBody) -> ApiResult {
                 return Err(kind_conflict(&t.gid, &actual, t.kind))
             }
             Err(StoreError::Conflict { actual, .. }) => {
-                return resubmitted(s, &t.gid, &actual, wait).await
+                return resubmitted(s, &t.gid, &actual, t.kind, wait).await
             }
             Err(e) => return Err(e.into()),
         }
@@ -269,7 +269,10 @@ pub(super) async fn do_submit(s: &AppState, body: TransBody) -> ApiResult {
             telemetry::trans_started(t.kind.as_str());
             engine.spawn_drive(t, 1, lease_until)
         }
-        Created::Exists(_, kind) if kind != t.kind => {
+        // a status the submit accepts, on another kind
+        Created::Exists(GlobalStatus::Prepared | GlobalStatus::Submitted, kind)
+            if kind != t.kind =>
+        {
             return Err(kind_conflict(&t.gid, kind.as_str(), t.kind))
         }
         Created::Exists(GlobalStatus::Prepared, _) => {
@@ -279,12 +282,14 @@ pub(super) async fn do_submit(s: &AppState, body: TransBody) -> ApiResult {
                     return Err(kind_conflict(&t.gid, &actual, t.kind))
                 }
                 Err(StoreError::Conflict { actual, .. }) => {
-                    return resubmitted(s, &t.gid, &actual, wait).await
+                    return resubmitted(s, &t.gid, &actual, t.kind, wait).await
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Created::Exists(status, _) => return resubmitted(s, &t.gid, status.as_str(), wait).await,
+        Created::Exists(status, _) => {
+            return resubmitted(s, &t.gid, status.as_str(), t.kind, wait).await
+        }
     };
     if wait {
         report(pass.await)
@@ -332,11 +337,24 @@ pub(super) fn kind_conflict(gid: &str, stored: &str, named: TransKind) -> ApiErr
 }
 
 /// A submit for a gid that already moved past `prepared`.
-async fn resubmitted(s: &AppState, gid: &str, status: &str, wait: bool) -> ApiResult {
+async fn resubmitted(
+    s: &AppState,
+    gid: &str,
+    status: &str,
+    kind: TransKind,
+    wait: bool,
+) -> ApiResult {
     if status != GlobalStatus::Submitted.as_str() {
         return Err(ApiError::Failure(format!(
             "current status '{status}', cannot sumbmit. FAILURE"
         )));
+    }
+    match s.engine.store.status(gid).await? {
+        Some((_, stored, _)) if stored != kind => {
+            return Err(kind_conflict(gid, stored.as_str(), kind))
+        }
+        Some(_) => {}
+        None => return Err(ApiError::NotFound(format!("no transaction with gid {gid}"))),
     }
     // already submitted: dtm processes it again at once; we make it due
     // now unless a replica is driving it this moment
@@ -358,8 +376,8 @@ async fn resubmitted(s: &AppState, gid: &str, status: &str, wait: bool) -> ApiRe
     let mut pause = Duration::from_millis(50);
     loop {
         match s.engine.store.status(gid).await? {
-            Some((GlobalStatus::Succeed, _)) => return success(),
-            Some((status, reason))
+            Some((GlobalStatus::Succeed, ..)) => return success(),
+            Some((status, _, reason))
                 if status.is_final() || tokio::time::Instant::now() + pause > deadline =>
             {
                 return Err(failure_for(&reason))
@@ -459,7 +477,7 @@ pub(super) async fn do_prepare_workflow(s: &AppState, body: TransBody) -> ApiRes
                 engine.note_due(at);
             }
         }
-        Created::Exists(_, kind) if kind != TransKind::Workflow => {
+        Created::Exists(GlobalStatus::Prepared, kind) if kind != TransKind::Workflow => {
             return Err(kind_conflict(&t.gid, kind.as_str(), TransKind::Workflow))
         }
         Created::Exists(..) => {}

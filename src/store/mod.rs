@@ -949,23 +949,30 @@ impl Store {
         Ok(Some(decode_trans(gid, &trans, &branches)?.0))
     }
 
-    /// The status and reason of `gid` only (a cheap read for waiters), or
-    /// `None` when there is no such transaction.
-    pub async fn status(&self, gid: &str) -> Result<Option<(GlobalStatus, String)>, StoreError> {
+    /// The status, kind and reason of `gid` only (a cheap read for
+    /// waiters), or `None` when there is no such transaction.
+    pub async fn status(
+        &self,
+        gid: &str,
+    ) -> Result<Option<(GlobalStatus, TransKind, String)>, StoreError> {
         let k = self.keys.trans(gid);
         let mut conn = self.conn.clone();
-        let (status, reason): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(&k.trans)
-            .arg("status")
-            .arg("reason")
-            .query_async(&mut conn)
-            .await?;
+        let (status, kind, reason): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(&k.trans)
+                .arg("status")
+                .arg("kind")
+                .arg("reason")
+                .query_async(&mut conn)
+                .await?;
         let Some(status) = status else {
             return Ok(None);
         };
-        let status = GlobalStatus::parse(&status)
-            .ok_or_else(|| DecodeError(format!("{gid}: status {status:?}")))?;
-        Ok(Some((status, reason.unwrap_or_default())))
+        let kind = kind.unwrap_or_default();
+        match (GlobalStatus::parse(&status), TransKind::parse(&kind)) {
+            (Some(s), Some(k)) => Ok(Some((s, k, reason.unwrap_or_default()))),
+            _ => Err(DecodeError(format!("{gid}: status {status:?}, kind {kind:?}")).into()),
+        }
     }
 
     /// One page of transactions, newest first, from the creation-time

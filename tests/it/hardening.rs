@@ -542,3 +542,87 @@ async fn json_rpc_errors_hide_internal_detail_as_http_does() {
     assert_eq!(rpc["error"]["message"], http["message"], "{rpc}");
     assert!(!rpc.to_string().contains("secret-internal-state"), "{rpc}");
 }
+
+/// Reads from `stream` until it closes; panics if it stays open `secs`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, secs: u64, what: &str) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(secs), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "{what}: still open after {secs} s");
+    got
+}
+
+#[tokio::test]
+async fn slow_heads_and_idle_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&redis.url(), &prefix());
+    settings.http.header_read_timeout_ms = 500;
+    let app = TestApp::spawn_with(settings).await;
+    let addr = app
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/api/dtmsvr")
+        .to_owned();
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"POST /api/dtmsvr/submit HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    closed_within(&mut half, 3, "a half-sent head").await;
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /api/ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = closed_within(&mut idle, 3, "an idle keep-alive connection").await;
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[tokio::test]
+async fn sigterm_ends_on_time_with_a_connection_left_open() {
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let mut dtx = Replica::start_with(
+        &redis,
+        &prefix(),
+        &[
+            ("DTX_SCHEDULER_DRAIN_TIMEOUT_MS", "1000"),
+            ("DTX_HTTP_HEADER_READ_TIMEOUT_MS", "60000"),
+        ],
+    );
+    let addr = dtx
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/api/dtmsvr")
+        .to_owned();
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /api/ping HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = Instant::now();
+    dtx.terminate();
+    loop {
+        if dtx.child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(6),
+            "dtx still runs 6 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(half);
+}
