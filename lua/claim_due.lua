@@ -1,7 +1,7 @@
 -- claim_due: lease a batch of due transactions of one shard to the calling replica.
 --
 -- KEYS[1]  due sorted set of the shard (score = next attention time, ms)
--- KEYS[2i], KEYS[2i+1]  trans hash and branches hash of candidate i (i = 1 .. n)
+-- KEYS[1+i]  trans hash of candidate i (i = 1 .. n)
 --
 -- ARGV[1]  now, ms since the Unix epoch
 -- ARGV[2]  lease expiry, ms since the Unix epoch (the new due score of a claimed transaction)
@@ -12,10 +12,13 @@
 -- A candidate that no longer needs attention (its trans hash is gone, or it is finished) has its
 -- due entry removed. A candidate that is no longer due is skipped untouched.
 --
+-- The reply holds no records, so its size does not depend on what the transactions hold; the
+-- caller reads each claimed transaction on its own, and one it cannot read stops no other.
+--
 -- Returns:
---   {OK, next_due, gid_1, epoch_1, trans_1, branches_1, ...}
+--   {OK, next_due, gid_1, epoch_1, ...}
 --     next_due: the lowest due score left in the shard after claiming (ms), or -1 when empty
---     trans_i, branches_i: the HGETALL replies (flat field/value arrays) of each claimed transaction
+--     gid_i, epoch_i: each claimed transaction and the epoch it is now leased at
 --
 -- Writes: per claimed transaction HINCRBY epoch, HSET owner and next_ms, ZADD due (lease expiry).
 --         per candidate that needs no attention, ZREM due.
@@ -31,10 +34,9 @@ local args = ARGV
 local OK = 1
 
 local reply = {OK, -1}
-local n = (#keys - 1) / 2
+local n = #keys - 1
 for i = 1, n do
-  local trans_key = keys[2 * i]
-  local branches_key = keys[2 * i + 1]
+  local trans_key = keys[1 + i]
   local gid = args[3 + i]
   local score = rcall('ZSCORE', due_key, gid)
   if score and tonumber(score) <= now_ms then
@@ -47,8 +49,6 @@ for i = 1, n do
       rcall('ZADD', due_key, lease_until, gid)
       reply[#reply + 1] = gid
       reply[#reply + 1] = epoch
-      reply[#reply + 1] = rcall('HGETALL', trans_key)
-      reply[#reply + 1] = rcall('HGETALL', branches_key)
     end
   end
 end

@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::config::{AlertSettings, SchedulerSettings};
 use crate::domain::{Policy, Trans};
 use crate::drive::{drive, DriveEnd, DriveReport};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::telemetry;
 
 /// Everything a replica needs to drive transactions; shared by the API
@@ -146,12 +146,50 @@ impl Engine {
         let engine = Arc::clone(self);
         self.tracker.spawn(async move {
             let _guard = ActiveGuard(&engine.active);
-            let report = drive(&engine, t, epoch, lease_until).await;
-            let ok = !matches!(report.end, DriveEnd::StoreFailed(_) | DriveEnd::LeaseLost);
-            telemetry::pass_ended(report.trans.kind.as_str(), ok);
-            debug!(gid = %report.trans.gid, end = ?report.end, status = %report.trans.status, "pass ended");
-            report
+            engine.pass(t, epoch, lease_until).await
         })
+    }
+
+    async fn pass(self: &Arc<Self>, t: Trans, epoch: u64, lease_until: u64) -> DriveReport {
+        let report = drive(self, t, epoch, lease_until).await;
+        let ok = !matches!(report.end, DriveEnd::StoreFailed(_) | DriveEnd::LeaseLost);
+        telemetry::pass_ended(report.trans.kind.as_str(), ok);
+        debug!(gid = %report.trans.gid, end = ?report.end, status = %report.trans.status, "pass ended");
+        report
+    }
+
+    /// Reads the claimed `gid` and drives it, in its own task. One that
+    /// cannot be decoded is set aside (listed in the console's attention
+    /// list, counted in `dtx_trans_set_aside_total`); one that cannot be
+    /// read now is claimed again when its lease ends.
+    fn spawn_claimed(self: &Arc<Self>, gid: String, epoch: u64, lease_until: u64) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        let engine = Arc::clone(self);
+        self.tracker.spawn(async move {
+            let _guard = ActiveGuard(&engine.active);
+            match engine.store.load(&gid).await {
+                Ok(Some(t)) => {
+                    engine.pass(t, epoch, lease_until).await;
+                }
+                Ok(None) => debug!(gid = %gid, "claimed transaction expired meanwhile"),
+                Err(StoreError::Decode(e)) => {
+                    let why = e.to_string();
+                    warn!(gid = %gid, error = %why, "transaction cannot be decoded; setting it aside");
+                    match engine
+                        .store
+                        .set_aside(&gid, epoch, engine.now_ms(), &why)
+                        .await
+                    {
+                        Ok(true) => telemetry::set_aside(),
+                        Ok(false) => debug!(gid = %gid, "claimed again meanwhile; not set aside"),
+                        Err(e) => warn!(gid = %gid, error = %e, "setting aside failed; tried again when its lease ends"),
+                    }
+                }
+                Err(e) => {
+                    warn!(gid = %gid, error = %e, "reading a claimed transaction failed; it is claimed again when its lease ends")
+                }
+            }
+        });
     }
 
     /// Looks at every shard once and starts a pass for every transaction
@@ -186,9 +224,9 @@ impl Engine {
                     outcome.claimed += claim.leased.len();
                     telemetry::lease("claimed", claim.leased.len() as u64);
                     outcome.more |= claim.leased.len() >= batch;
-                    for leased in claim.leased {
-                        debug!(gid = %leased.trans.gid, epoch = leased.epoch, "claimed");
-                        self.spawn_drive(leased.trans, leased.epoch, lease_until);
+                    for (gid, epoch) in claim.leased {
+                        debug!(gid = %gid, epoch, "claimed");
+                        self.spawn_claimed(gid, epoch, lease_until);
                     }
                     if let Some(next) = claim.next_due {
                         self.earliest.fetch_min(next, Ordering::Relaxed);

@@ -40,6 +40,8 @@ pub const HTTP_DURATION: &str = "dtx_http_request_duration_seconds";
 pub const BUILD_INFO: &str = "dtx_build_info";
 /// Transactions driven by this replica right now.
 pub const ACTIVE: &str = "dtx_active_transactions";
+/// Transactions set aside because no replica can decode them.
+pub const SET_ASIDE: &str = "dtx_trans_set_aside_total";
 
 /// dtm's names (contract §8.4), kept for existing dashboards.
 pub const DTM_SERVER_INFO: &str = "dtm_server_info";
@@ -101,6 +103,7 @@ fn describe() {
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency");
     describe_gauge!(BUILD_INFO, "Build information");
     describe_gauge!(ACTIVE, "Transactions this replica drives now");
+    describe_counter!(SET_ASIDE, "Transactions set aside as undecodable");
     describe_gauge!(DTM_SERVER_INFO, "dtm-compatible server info");
     describe_counter!(DTM_PROCESS, "dtm-compatible API request count");
     describe_histogram!(DTM_RESPONSE, Unit::Seconds, "dtm-compatible API latency");
@@ -156,6 +159,11 @@ pub fn backlog(shard: u32, due: u64, oldest: Duration) {
     let shard = shard.to_string();
     gauge!(DUE_BACKLOG, "shard" => shard.clone()).set(due as f64);
     gauge!(OLDEST_OVERDUE, "shard" => shard).set(oldest.as_secs_f64());
+}
+
+/// A transaction that cannot be decoded was set aside.
+pub fn set_aside() {
+    counter!(SET_ASIDE).increment(1);
 }
 
 /// Transactions driven now.

@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::json::{query_map, trans_json};
+use super::json::{query_map, rfc3339, trans_json};
 use super::trans::ApiResult;
 use super::{ApiError, AppState};
 
@@ -35,7 +35,8 @@ async fn page() -> Response {
 }
 
 /// Transactions overdue by more than `overdue_s` (5) seconds and not
-/// claimed, or that failed `min_attempt` (3) times in a row.
+/// claimed, or that failed `min_attempt` (3) times in a row; and those set
+/// aside because they cannot be decoded.
 async fn attention(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult {
     let q = query_map(raw.as_deref());
     let num = |k: &str, d: u64| -> Result<u64, ApiError> {
@@ -62,5 +63,13 @@ async fn attention(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiRes
             v
         })
         .collect();
-    Ok(Json(json!({"transactions": list})))
+    let aside: Vec<Value> = s
+        .engine
+        .store
+        .set_aside_list(200)
+        .await?
+        .into_iter()
+        .map(|(gid, since, why)| json!({"gid": gid, "since": rfc3339(since), "error": why}))
+        .collect();
+    Ok(Json(json!({"transactions": list, "set_aside": aside})))
 }

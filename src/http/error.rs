@@ -46,6 +46,10 @@ pub enum ApiError {
     /// with the branch's error, as dtm does.
     #[error("{0}")]
     Branch(String),
+    /// Redis took too long: the outcome of a write is unknown. Returns
+    /// `504 Gateway Timeout` `{"message"}`.
+    #[error("{0}")]
+    Timeout(String),
     /// Redis is away. Returns `503 Service Unavailable` `{"message"}`.
     #[error("{0}")]
     Unavailable(String),
@@ -67,6 +71,9 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(m) => {
                 Self::Unavailable(format!("storage is unavailable, retry later ({m})"))
             }
+            StoreError::Timeout(m) => Self::Timeout(format!(
+                "Redis did not answer within redis.response_timeout_ms ({m}); a write may have been applied: repeat the call, which is safe"
+            )),
             StoreError::NotFound => Self::NotFound("no such transaction".into()),
             other => Self::Internal(other.to_string()),
         }
@@ -111,6 +118,7 @@ impl IntoResponse for ApiError {
                 json!({"dtm_result": "ONGOING", "message": m}),
             ),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({"message": m})),
+            Self::Timeout(m) => (StatusCode::GATEWAY_TIMEOUT, json!({"message": m})),
             Self::Branch(m) => (StatusCode::INTERNAL_SERVER_ERROR, json!({"message": m})),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

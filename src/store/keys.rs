@@ -70,6 +70,12 @@ impl Keys {
         format!("{}:due", self.tag(shard))
     }
 
+    /// Transactions of `shard` set aside because no replica can decode
+    /// them (hash: gid to `<ms>\t<error>`).
+    pub fn aside(&self, shard: u32) -> String {
+        format!("{}:aside", self.tag(shard))
+    }
+
     /// Creation-time index of `shard`.
     pub fn created(&self, shard: u32) -> String {
         format!("{}:created", self.tag(shard))

@@ -27,9 +27,13 @@ use scripts::Scripts;
 /// Why a store call did not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Redis cannot be reached (down, restarting, loading, timing out).
+    /// Redis cannot be reached (down, restarting, loading).
     #[error("redis is unavailable: {0}")]
     Unavailable(String),
+    /// Redis did not answer in time: a write may or may not have been
+    /// applied.
+    #[error("redis did not answer in time: {0}")]
+    Timeout(String),
     /// The status is not the expected one: someone else advanced it.
     #[error("status is '{actual}', expected '{expected}'")]
     Conflict {
@@ -81,7 +85,9 @@ impl From<RedisError> for StoreError {
                         | ServerErrorKind::MasterDown
                 )
             );
-        if down {
+        if e.is_timeout() {
+            StoreError::Timeout(e.to_string())
+        } else if down {
             StoreError::Unavailable(e.to_string())
         } else {
             StoreError::Redis(e.to_string())
@@ -175,8 +181,9 @@ pub struct Leased {
 /// What one `claim_due` call found in a shard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Claim {
-    /// Transactions now leased to the caller.
-    pub leased: Vec<Leased>,
+    /// Transactions now leased to the caller, with their epochs; each is
+    /// read on its own ([`Store::load`]).
+    pub leased: Vec<(String, u64)>,
     /// The earliest due time left in the shard (ms), if any.
     pub next_due: Option<u64>,
 }
@@ -484,8 +491,7 @@ impl Store {
         let mut inv = self.scripts.claim_due.prepare_invoke();
         inv.key(&due_key); // KEYS[1]
         for gid in &candidates {
-            let k = self.keys.trans(gid);
-            inv.key(k.trans).key(k.branches); // KEYS[2i], KEYS[2i+1]
+            inv.key(self.keys.trans(gid).trans); // KEYS[1+i]
         }
         inv.arg(now_ms).arg(lease_until_ms).arg(owner);
         for gid in &candidates {
@@ -498,19 +504,65 @@ impl Store {
         }
         let next = rest.first().map(int).transpose()?.unwrap_or(-1);
         let mut leased = Vec::new();
-        for chunk in rest[1..].chunks(4) {
-            let [gid, epoch, trans, branches] = chunk else {
+        for chunk in rest[1..].chunks(2) {
+            let [gid, epoch] = chunk else {
                 return Err(DecodeError("claim_due: truncated reply".into()).into());
             };
-            let gid = text(gid)?;
-            let epoch = int(epoch)? as u64;
-            let (trans, _) = decode_trans(&gid, trans, branches)?;
-            leased.push(Leased { trans, epoch });
+            leased.push((text(gid)?, int(epoch)? as u64));
         }
         Ok(Claim {
             leased,
             next_due: (next >= 0).then_some(next as u64),
         })
+    }
+
+    /// `lua/set_aside.lua`: takes `gid`, claimed at `epoch`, out of the
+    /// schedule because it cannot be decoded, recording `why`. Returns
+    /// false when it was claimed again since.
+    pub async fn set_aside(
+        &self,
+        gid: &str,
+        epoch: u64,
+        now_ms: u64,
+        why: &str,
+    ) -> Result<bool, StoreError> {
+        let shard = self.keys.shard_of(gid);
+        const NAME: &str = "set_aside";
+        let mut inv = self.scripts.set_aside.prepare_invoke();
+        inv.key(self.keys.due(shard)) // KEYS[1]
+            .key(self.keys.trans(gid).trans) // KEYS[2]
+            .key(self.keys.aside(shard)); // KEYS[3]
+        inv.arg(gid).arg(epoch).arg(now_ms).arg(why);
+        let reply = self.eval(NAME, &inv).await?;
+        match split_reply(&reply)?.0 {
+            ScriptCode::Ok => Ok(true),
+            ScriptCode::StaleEpoch => Ok(false),
+            other => Err(unexpected(NAME, other)),
+        }
+    }
+
+    /// Every transaction set aside, as (gid, since ms, why), at most
+    /// `per_shard` of each shard.
+    pub async fn set_aside_list(
+        &self,
+        per_shard: usize,
+    ) -> Result<Vec<(String, u64, String)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        for shard in 0..self.keys.shards() {
+            let (_, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+                .arg(self.keys.aside(shard))
+                .arg(0)
+                .arg("COUNT")
+                .arg(per_shard)
+                .query_async(&mut conn)
+                .await?;
+            for (gid, value) in page.into_iter().take(per_shard) {
+                let (since, why) = value.split_once('\t').unwrap_or(("0", &value));
+                out.push((gid, since.parse().unwrap_or(0), why.to_owned()));
+            }
+        }
+        Ok(out)
     }
 
     /// `lua/record.lua`: writes `rec` for `gid` (created at `create_ms`),
@@ -874,7 +926,12 @@ impl Store {
         let loaded = join_all(due.iter().map(|(gid, _)| self.load(gid))).await;
         let mut out = Vec::new();
         for ((_, at), t) in due.into_iter().zip(loaded) {
-            if let Some(t) = t? {
+            // one that cannot be decoded is listed once it is set aside
+            let t = match t {
+                Err(StoreError::Decode(_)) => None,
+                t => t?,
+            };
+            if let Some(t) = t {
                 let overdue = t.owner.is_empty() && at.saturating_add(overdue_ms) < now_ms;
                 if overdue || t.attempt >= min_attempt {
                     out.push((t, at));

@@ -626,3 +626,112 @@ async fn sigterm_ends_on_time_with_a_connection_left_open() {
     }
     drop(half);
 }
+
+#[tokio::test]
+async fn an_undecodable_transaction_is_set_aside_and_stops_no_other() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis).await;
+    let b = Branches::start().await;
+    let keys = app.engine.store.keys().clone();
+    let bad = gid("bad");
+    let shard = keys.shard_of(&bad);
+    let same_shard = |name: &str| loop {
+        let g = gid(name);
+        if keys.shard_of(&g) == shard {
+            return g;
+        }
+    };
+    let msgs = [same_shard("small"), same_shard("small")];
+    for g in &msgs {
+        let body = json!({"gid": g, "trans_type": "msg", "query_prepared": b.url("qp"),
+                          "timeout_to_fail": 1, "steps": [{"action": b.url("step")}],
+                          "payloads": ["{}"]});
+        let (status, r) = app.post("prepare", &body).await;
+        assert_eq!(status, 200, "{r}");
+    }
+    // a record no replica can decode, due in the same shard before them
+    let k = keys.trans(&bad);
+    let mut c = redis.conn();
+    let _: () = redis::cmd("HSET")
+        .arg(&k.trans)
+        .arg(&[
+            ("status", "submitted"),
+            ("kind", "saga"),
+            ("epoch", "1"),
+            ("attempt", "many"),
+        ])
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(keys.due(shard))
+        .arg(0)
+        .arg(&bad)
+        .query(&mut c)
+        .unwrap();
+    for g in &msgs {
+        app.wait_status(g, "succeed", 10).await;
+        assert_eq!(b.paths_for(g), ["qp", "step"]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let list = app.attention().await;
+        let aside = list["set_aside"].as_array().unwrap();
+        if let Some(entry) = aside.iter().find(|e| e["gid"] == bad) {
+            assert!(
+                entry["error"].as_str().unwrap().contains("attempt"),
+                "{entry}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let due: Option<f64> = redis::cmd("ZSCORE")
+        .arg(keys.due(shard))
+        .arg(&bad)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(due, None, "a set-aside transaction is no longer claimed");
+    let root = app.base.replace("/api/dtmsvr", "");
+    let metrics = app
+        .http
+        .get(format!("{root}/api/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("dtx_trans_set_aside_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_redis_timeout_on_create_says_the_write_may_have_landed() {
+    let redis = RedisServer::start();
+    let mut settings = test_settings(&redis.url(), &prefix());
+    settings.redis.response_timeout_ms = 300;
+    let app = TestApp::spawn_with(settings).await;
+    let b = Branches::start().await;
+    let g = gid("slow-redis");
+    let body = json!({"gid": g, "trans_type": "msg", "query_prepared": b.url("qp"),
+                      "steps": [{"action": b.url("step")}], "payloads": ["{}"]});
+    let url = redis.url();
+    let sleeper = std::thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let _: () = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(1)
+            .query(&mut c)
+            .unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, r) = app.post("prepare", &body).await;
+    sleeper.join().unwrap();
+    assert_eq!(status, 504, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("repeat"), "{r}");
+    // it did land; repeating is safe
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.status(&g).await, "prepared");
+    let (status, r) = app.post("prepare", &body).await;
+    assert_eq!(status, 200, "{r}");
+}

@@ -352,16 +352,17 @@ async fn claim_due_leases_only_due_work_and_bumps_the_epoch() {
         .unwrap();
 
     let claim = st.claim_due(shard, 2_000, 7_000, "r1", 10).await.unwrap();
-    let mut got: Vec<(String, u64)> = claim
-        .leased
-        .iter()
-        .map(|l| (l.trans.gid.clone(), l.epoch))
-        .collect();
+    let mut got = claim.leased.clone();
     got.sort();
     let mut want = vec![(gids[0].clone(), 2), (gids[2].clone(), 2)];
     want.sort();
     assert_eq!(got, want);
-    assert_eq!(claim.leased[0].trans.branches.len(), 4);
+    // the reply carries no records; the lease is in the stored one
+    let claimed = st.load(&gids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (claimed.owner.as_str(), claimed.next_ms),
+        ("r1", Some(7_000))
+    );
     assert_eq!(claim.next_due, Some(7_000));
     assert_eq!(zscore(&redis, &due, &gids[0]), Some(7_000.0));
     assert_eq!(
@@ -392,6 +393,28 @@ async fn claim_due_leases_only_due_work_and_bumps_the_epoch() {
     // nothing due any more until the leases end
     let again = st.claim_due(shard, 2_000, 7_000, "r2", 10).await.unwrap();
     assert!(again.leased.is_empty());
+}
+
+#[tokio::test]
+async fn set_aside_needs_the_claiming_epoch_and_leaves_the_record() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let st = store(&redis, &p).await;
+    st.create_trans(&saga("bad", GlobalStatus::Submitted, 1_000), 3, Some(1_000))
+        .await
+        .unwrap();
+    let shard = st.keys().shard_of("bad");
+    let before = snapshot(&redis, &p);
+    assert!(!st.set_aside("bad", 2, 2_000, "why").await.unwrap());
+    assert!(!st.set_aside("gone", 1, 2_000, "why").await.unwrap());
+    assert_eq!(snapshot(&redis, &p), before, "a refused set_aside wrote");
+    assert!(st.set_aside("bad", 3, 2_000, "status \"x\"").await.unwrap());
+    assert_eq!(zscore(&redis, &st.keys().due(shard), "bad"), None);
+    assert_eq!(
+        st.set_aside_list(10).await.unwrap(),
+        [("bad".to_owned(), 2_000, "status \"x\"".to_owned())]
+    );
+    assert!(st.load("bad").await.unwrap().is_some(), "the record stays");
 }
 
 #[tokio::test]
@@ -825,5 +848,29 @@ async fn kv_put_is_guarded_by_version() {
         redis.keys(&p).iter().all(|k| !k.contains("kv:")),
         "{:?}",
         redis.keys(&p)
+    );
+}
+
+#[test]
+fn architecture_lists_every_script_and_no_other() {
+    let doc = include_str!("../../ARCHITECTURE.md");
+    let section = doc
+        .split("## Redis layout and scripts")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("ARCHITECTURE.md has a scripts section");
+    let listed: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("- `"))
+        .filter_map(|l| l.split_once("`:").map(|(name, _)| name))
+        .collect();
+    let declared: Vec<&str> = dtx::store::scripts::SOURCES.iter().map(|s| s.0).collect();
+    assert_eq!(listed, declared, "ARCHITECTURE.md's script list");
+    let readme = include_str!("../../lua/README.md");
+    let lint = "script_headers_agree_with_bodies_and_wrappers";
+    assert!(readme.contains(lint), "lua/README.md names the header lint");
+    assert!(
+        include_str!("lua.rs").contains(&format!("fn {lint}()")),
+        "the test lua/README.md names exists"
     );
 }

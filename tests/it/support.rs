@@ -63,6 +63,8 @@ impl RedisServer {
             .arg("--dir")
             .arg(&dir)
             .args(["--save", "", "--maxmemory-policy", "noeviction"])
+            // tests pause it with DEBUG SLEEP
+            .args(["--enable-debug-command", "local"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if aof {
