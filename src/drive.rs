@@ -16,8 +16,8 @@ use futures_util::future::join_all;
 use tracing::{debug, warn};
 
 use crate::domain::{
-    deadline, next, plan, settle, BranchStatus, Event, GlobalStatus, Op, Outcome, Plan, Settled,
-    Trans, TransKind,
+    deadline, next, plan_shaped, settle, BranchStatus, Event, GlobalStatus, Op, Outcome, Plan,
+    Settled, Shape, Trans, TransKind,
 };
 use crate::scheduler::Engine;
 use crate::store::{Record, Schedule, StoreError};
@@ -60,6 +60,8 @@ struct Pass<'a> {
     pending: Vec<(String, BranchStatus, BranchStatus)>,
     /// Rows that will not be called again in this pass (true: back off).
     deferred: HashMap<usize, bool>,
+    /// What planning needs from the rows, worked out once.
+    shape: Shape,
     /// Immediate retries used per saga action (retry_limit).
     retries: HashMap<usize, i64>,
     progressed: bool,
@@ -75,6 +77,7 @@ struct Pass<'a> {
 pub async fn drive(engine: &Engine, t: Trans, epoch: u64, lease_until: u64) -> DriveReport {
     let mut pass = Pass {
         engine,
+        shape: Shape::of(&t),
         t,
         epoch,
         lease_until,
@@ -108,8 +111,10 @@ impl Pass<'_> {
                 self.write(None, Vec::new(), Schedule::Release(now)).await?;
                 return Ok(DriveEnd::Stopped);
             }
+            // a round without I/O (empty URLs) must still let others run
+            tokio::task::yield_now().await;
             let now = self.engine.now_ms();
-            match plan(&self.t, now, &self.engine.policy) {
+            match plan_shaped(&self.t, &self.shape, now, &self.engine.policy) {
                 Plan::Call(rows) => {
                     let calls: Vec<usize> = rows
                         .into_iter()

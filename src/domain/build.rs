@@ -283,6 +283,10 @@ pub(crate) fn parse_saga_custom(raw: &str, steps: usize) -> Result<SagaCustom, V
                 "custom_data.orders refers to a step beyond the {steps} steps"
             )));
         }
+        // a dependency named twice is one dependency
+        let mut deps = deps;
+        deps.sort_unstable();
+        deps.dedup();
         orders.insert(step, deps);
     }
     let custom = SagaCustom {
@@ -630,6 +634,10 @@ mod tests {
     fn saga_orders_are_checked() {
         let mut i = input(TransKind::Saga, 2, 2);
         i.custom_data = r#"{"concurrent":true,"orders":{"1":[0]}}"#.into();
+        let t = build_new(i.clone(), GlobalStatus::Submitted, 5, &LIMITS).unwrap();
+        assert_eq!(t.saga_custom().orders.get(&1), Some(&vec![0]));
+        // a dependency named many times is one
+        i.custom_data = r#"{"concurrent":true,"orders":{"1":[0,0,0,0]}}"#.into();
         let t = build_new(i.clone(), GlobalStatus::Submitted, 5, &LIMITS).unwrap();
         assert_eq!(t.saga_custom().orders.get(&1), Some(&vec![0]));
         i.custom_data = r#"{"concurrent":true,"orders":{"1":[5]}}"#.into();

@@ -21,6 +21,6 @@ pub use build::{
 pub use model::{
     Branch, BranchStatus, GlobalStatus, Op, SagaCustom, Trans, TransKind, TransOptions,
 };
-pub use plan::{deadline, plan, settle, Outcome, Plan, Settled};
+pub use plan::{deadline, plan, plan_shaped, settle, Outcome, Plan, Settled, Shape};
 pub use retry::{Policy, RetryPolicy};
 pub use transition::{mermaid, next, Event, InvalidTransition};

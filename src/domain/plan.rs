@@ -75,13 +75,60 @@ pub fn settle(t: &mut Trans, idx: usize, outcome: &Outcome) -> Settled {
     }
 }
 
+/// What planning a transaction needs from its rows and `custom_data`,
+/// worked out once per pass (parsing a saga's orders on every round made a
+/// padded saga cost seconds of CPU).
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    /// The action and compensation rows of each saga step, in step order.
+    steps: Vec<SagaStep>,
+    /// Saga actions run concurrently, subject to `deps`.
+    concurrent: bool,
+    /// For each saga step, the steps whose actions must succeed first.
+    deps: Vec<Vec<usize>>,
+    /// For each saga step, the steps that wait on it.
+    dependents: Vec<Vec<usize>>,
+}
+
+impl Shape {
+    /// The shape of `t` (empty for every kind but saga).
+    pub fn of(t: &Trans) -> Self {
+        if t.kind != TransKind::Saga {
+            return Self::default();
+        }
+        let steps = saga_steps(t);
+        let custom = t.saga_custom();
+        let n = steps.len();
+        let mut deps = vec![Vec::new(); n];
+        let mut dependents = vec![Vec::new(); n];
+        for (&step, on) in &custom.orders {
+            for &d in on.iter().filter(|&&d| d < n && step < n) {
+                deps[step].push(d);
+                dependents[d].push(step);
+            }
+        }
+        Self {
+            steps,
+            concurrent: custom.concurrent,
+            deps,
+            dependents,
+        }
+    }
+}
+
 /// What to do next with `t` at `now_ms`.
 pub fn plan(t: &Trans, now_ms: u64, policy: &Policy) -> Plan {
+    plan_shaped(t, &Shape::of(t), now_ms, policy)
+}
+
+/// [`plan`] with the shape of `t` worked out already; linear in the rows
+/// and the saga's order edges.
+pub fn plan_shaped(t: &Trans, shape: &Shape, now_ms: u64, policy: &Policy) -> Plan {
     if t.status.is_final() {
         return Plan::Idle;
     }
     match t.kind {
-        TransKind::Saga => plan_saga(t, now_ms),
+        TransKind::Saga => plan_saga(t, shape, now_ms),
         TransKind::Msg => plan_msg(t, now_ms, policy),
         TransKind::Tcc => plan_two_phase(t, now_ms, policy, Op::Confirm, Op::Cancel, true),
         TransKind::Xa => plan_two_phase(t, now_ms, policy, Op::Commit, Op::Rollback, false),
@@ -117,7 +164,8 @@ fn timeout_reason(t: &Trans) -> String {
     format!("Timeout after {} seconds", t.opts.timeout_to_fail)
 }
 
-/// The action and compensation rows of each saga step, in step order.
+/// The action and compensation rows of one saga step.
+#[derive(Debug, Clone)]
 struct SagaStep {
     action: usize,
     compensate: usize,
@@ -148,17 +196,15 @@ fn saga_steps(t: &Trans) -> Vec<SagaStep> {
         .collect()
 }
 
-fn plan_saga(t: &Trans, now_ms: u64) -> Plan {
-    let steps = saga_steps(t);
-    let custom = t.saga_custom();
+fn plan_saga(t: &Trans, shape: &Shape, now_ms: u64) -> Plan {
+    let steps = &shape.steps;
     let status = |i: usize| t.branches[steps[i].action].status;
     // whether step i's action may start: its prerequisites succeeded
     let ready = |i: usize| {
-        if custom.concurrent {
-            custom
-                .orders
-                .get(&i)
-                .is_none_or(|deps| deps.iter().all(|&d| status(d) == BranchStatus::Succeed))
+        if shape.concurrent {
+            shape.deps[i]
+                .iter()
+                .all(|&d| status(d) == BranchStatus::Succeed)
         } else {
             i == 0 || status(i - 1) == BranchStatus::Succeed
         }
@@ -166,11 +212,20 @@ fn plan_saga(t: &Trans, now_ms: u64) -> Plan {
     match t.status {
         GlobalStatus::Prepared => Plan::Idle,
         GlobalStatus::Submitted => {
+            // one look at every action
+            let (mut all_done, mut any_failed) = (true, false);
+            for i in 0..steps.len() {
+                match status(i) {
+                    BranchStatus::Succeed => {}
+                    BranchStatus::Failed => (all_done, any_failed) = (false, true),
+                    BranchStatus::Prepared => all_done = false,
+                }
+            }
             // all done wins over a timeout that passed meanwhile (as in dtm)
-            if (0..steps.len()).all(|i| status(i) == BranchStatus::Succeed) {
+            if all_done {
                 return transition(t, Event::Completed, None);
             }
-            if (0..steps.len()).any(|i| status(i) == BranchStatus::Failed) {
+            if any_failed {
                 let reason = if t.reason.is_empty() {
                     "fail message lost".to_owned()
                 } else {
@@ -196,27 +251,26 @@ fn plan_saga(t: &Trans, now_ms: u64) -> Plan {
             // an action that ran, failed, or may have started needs its
             // compensation; one whose prerequisites never succeeded does not
             let needs = |i: usize| status(i) != BranchStatus::Prepared || ready(i);
-            let rolled_back = |i: usize| {
-                !needs(i) || t.branches[steps[i].compensate].status == BranchStatus::Succeed
-            };
             let n = steps.len();
-            if (0..n).all(rolled_back) {
+            let rolled_back: Vec<bool> = (0..n)
+                .map(|i| {
+                    !needs(i) || t.branches[steps[i].compensate].status == BranchStatus::Succeed
+                })
+                .collect();
+            if rolled_back.iter().all(|&r| r) {
                 return transition(t, Event::RolledBack, None);
             }
+            // a compensation waits for those of the steps that depended on it
             let deps_rolled_back = |i: usize| {
-                if custom.concurrent {
-                    custom
-                        .orders
-                        .iter()
-                        .filter(|(_, deps)| deps.contains(&i))
-                        .all(|(&j, _)| rolled_back(j))
+                if shape.concurrent {
+                    shape.dependents[i].iter().all(|&j| rolled_back[j])
                 } else {
-                    i + 1 == n || rolled_back(i + 1)
+                    i + 1 == n || rolled_back[i + 1]
                 }
             };
             let runnable: Vec<usize> = (0..n)
                 .rev()
-                .filter(|&i| !rolled_back(i) && deps_rolled_back(i))
+                .filter(|&i| !rolled_back[i] && deps_rolled_back(i))
                 .map(|i| steps[i].compensate)
                 .collect();
             Plan::Call(runnable)

@@ -305,6 +305,19 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// The Prometheus page (`/api/metrics`).
+    pub async fn metrics(&self) -> String {
+        let root = self.base.replace("/api/dtmsvr", "");
+        let r = self
+            .http
+            .get(format!("{root}/api/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.unwrap()
+    }
+
     /// The `query` reply for `gid`.
     pub async fn query(&self, gid: &str) -> Value {
         let (status, body) = self.get(&format!("query?gid={gid}")).await;
