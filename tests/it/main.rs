@@ -13,6 +13,7 @@ mod lua;
 mod msg;
 mod operations;
 mod ops;
+mod properties;
 mod replicas;
 mod saga;
 mod security;
