@@ -292,6 +292,17 @@ fn pairs(v: &Value) -> Result<Vec<(String, String)>, DecodeError> {
     }
 }
 
+pub(crate) fn unexpected(script: &str, code: ScriptCode) -> crate::store::StoreError {
+    crate::store::StoreError::Decode(DecodeError(format!(
+        "{script} replied {} which it never should",
+        code.name()
+    )))
+}
+/// The first extra value of a script reply as text, "" when there is none.
+pub(crate) fn first_text(rest: &[Value]) -> Result<String, DecodeError> {
+    Ok(rest.first().map(text).transpose()?.unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

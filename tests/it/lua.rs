@@ -575,8 +575,38 @@ fn indices(text: &str, prefix: &str) -> BTreeSet<usize> {
 
 #[test]
 fn script_headers_agree_with_bodies_and_wrappers() {
-    let wrappers = include_str!("../../src/store/mod.rs");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let listing = |dir: &str, ext: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(ext).map(str::to_owned)
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    // every script file is declared once, and has one wrapper file
+    let mut declared: Vec<String> = dtx::store::scripts::SOURCES
+        .iter()
+        .map(|s| s.0.to_owned())
+        .collect();
+    declared.sort();
+    assert_eq!(
+        listing("lua", ".lua"),
+        declared,
+        "lua/*.lua vs the declared scripts"
+    );
+    let mut wrapper_files = listing("src/store/scripts", ".rs");
+    wrapper_files.retain(|f| f != "mod");
+    assert_eq!(
+        wrapper_files, declared,
+        "src/store/scripts/*.rs vs the declared scripts"
+    );
     for (name, source) in dtx::store::scripts::SOURCES {
+        let wrappers =
+            std::fs::read_to_string(root.join(format!("src/store/scripts/{name}.rs"))).unwrap();
         let (header, body): (Vec<&str>, Vec<&str>) =
             source.lines().partition(|l| l.starts_with("--"));
         let header = header.join("\n");

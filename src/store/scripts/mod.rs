@@ -4,11 +4,21 @@
 
 use redis::Script;
 
+mod claim_due;
+mod create_trans;
+mod kv_put;
+mod prune_created;
+mod record;
+mod register_branch;
+mod reset_due;
+mod set_aside;
+mod transition;
+
 macro_rules! scripts {
     ($($name:ident),* $(,)?) => {
         /// `(name, source)` of every script, in `lua/`.
         pub const SOURCES: &[(&str, &str)] = &[
-            $((stringify!($name), include_str!(concat!("../../lua/", stringify!($name), ".lua"))),)*
+            $((stringify!($name), include_str!(concat!("../../../lua/", stringify!($name), ".lua"))),)*
         ];
 
         /// Every script, ready to call by SHA (`redis::Script` sends
@@ -24,7 +34,7 @@ macro_rules! scripts {
             /// Builds every script from its source.
             pub fn new() -> Self {
                 Self {
-                    $($name: Script::new(include_str!(concat!("../../lua/", stringify!($name), ".lua"))),)*
+                    $($name: Script::new(include_str!(concat!("../../../lua/", stringify!($name), ".lua"))),)*
                 }
             }
 

@@ -1,0 +1,51 @@
+//! The wrapper of `lua/create_trans.lua`.
+
+use crate::domain::{GlobalStatus, Trans, TransKind};
+use crate::store::codec::{first_text, split_reply, text, unexpected, DecodeError, ScriptCode};
+use crate::store::{Created, Store, StoreError};
+
+impl Store {
+    /// `lua/create_trans.lua`: stores `t` (its status, epoch and owner as
+    /// given), indexes it, and schedules it at `due_ms` when given.
+    pub async fn create_trans(
+        &self,
+        t: &Trans,
+        epoch: u64,
+        due_ms: Option<u64>,
+    ) -> Result<Created, StoreError> {
+        let k = self.keys.trans(&t.gid);
+        let fields = crate::store::codec::trans_fields(t, epoch);
+        const NAME: &str = "create_trans";
+        let mut inv = self.scripts.create_trans.prepare_invoke();
+        inv.key(&k.trans) // KEYS[1]
+            .key(&k.branches) // KEYS[2]
+            .key(&k.due) // KEYS[3]
+            .key(&k.created); // KEYS[4]
+        inv.arg(&t.gid)
+            .arg(t.create_ms)
+            .arg(due_ms.map(|d| d.to_string()).unwrap_or_default())
+            .arg(fields.len());
+        for (f, v) in &fields {
+            inv.arg(*f).arg(v);
+        }
+        for b in &t.branches {
+            inv.arg(b.field())
+                .arg(crate::store::codec::branch_row(b, t.create_ms));
+        }
+        let reply = self.eval(NAME, &inv).await?;
+        let (code, rest) = split_reply(&reply)?;
+        match code {
+            ScriptCode::Ok => Ok(Created::New),
+            ScriptCode::Exists => {
+                let status = first_text(rest)?;
+                let kind = rest.get(1).map(text).transpose()?.unwrap_or_default();
+                Ok(Created::Exists(
+                    GlobalStatus::parse(&status)
+                        .ok_or_else(|| DecodeError(format!("status {status:?}")))?,
+                    TransKind::parse(&kind).ok_or_else(|| DecodeError(format!("kind {kind:?}")))?,
+                ))
+            }
+            other => Err(unexpected("create_trans", other)),
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The wrapper of `lua/set_aside.lua`.
+
+use crate::store::codec::{split_reply, unexpected, ScriptCode};
+use crate::store::{Store, StoreError};
+
+impl Store {
+    /// `lua/set_aside.lua`: takes `gid`, claimed at `epoch`, out of the
+    /// schedule because it cannot be decoded, recording `why`. Returns
+    /// false when it was claimed again since.
+    pub async fn set_aside(
+        &self,
+        gid: &str,
+        epoch: u64,
+        now_ms: u64,
+        why: &str,
+    ) -> Result<bool, StoreError> {
+        let shard = self.keys.shard_of(gid);
+        const NAME: &str = "set_aside";
+        let mut inv = self.scripts.set_aside.prepare_invoke();
+        inv.key(self.keys.due(shard)) // KEYS[1]
+            .key(self.keys.trans(gid).trans) // KEYS[2]
+            .key(self.keys.aside(shard)); // KEYS[3]
+        inv.arg(gid).arg(epoch).arg(now_ms).arg(why);
+        let reply = self.eval(NAME, &inv).await?;
+        match split_reply(&reply)?.0 {
+            ScriptCode::Ok => Ok(true),
+            ScriptCode::StaleEpoch => Ok(false),
+            other => Err(unexpected(NAME, other)),
+        }
+    }
+}

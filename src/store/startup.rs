@@ -1,0 +1,86 @@
+//! Connecting: the checks a replica makes before it serves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::RedisError;
+
+use super::scripts::Scripts;
+use super::{Keys, StartError, Store};
+use crate::config::{redact_url, RedisSettings};
+
+impl Store {
+    /// Connects, checks that Redis cannot evict, loads every script and
+    /// checks the shard count; every failure is a [`StartError`].
+    pub async fn connect(
+        settings: &RedisSettings,
+        finished_ttl_s: u64,
+    ) -> Result<Self, StartError> {
+        let url = redact_url(&settings.url);
+        let connect_err = |e: RedisError| StartError::Connect {
+            url: url.clone(),
+            error: e.to_string(),
+        };
+        let client = redis::Client::open(settings.url.as_str()).map_err(connect_err)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
+            .set_response_timeout(Some(Duration::from_millis(settings.response_timeout_ms)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let mut conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(connect_err)?;
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .map_err(connect_err)?;
+        let policy = info
+            .lines()
+            .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+            .unwrap_or("noeviction")
+            .trim()
+            .to_owned();
+        if policy != "noeviction" {
+            return Err(StartError::Eviction { url, policy });
+        }
+        let scripts = Scripts::new();
+        for (name, script) in scripts.all() {
+            script
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await
+                .map_err(|e| StartError::Script {
+                    name,
+                    error: e.to_string(),
+                })?;
+        }
+        let keys = Keys::new(&settings.key_prefix, settings.shards);
+        let meta = keys.meta();
+        let (_, stored): (i64, u32) = redis::pipe()
+            .cmd("HSETNX")
+            .arg(&meta)
+            .arg("shards")
+            .arg(settings.shards)
+            .cmd("HGET")
+            .arg(&meta)
+            .arg("shards")
+            .query_async(&mut conn)
+            .await
+            .map_err(connect_err)?;
+        if stored != settings.shards {
+            return Err(StartError::Shards {
+                prefix: settings.key_prefix.clone(),
+                stored,
+                configured: settings.shards,
+            });
+        }
+        Ok(Self {
+            conn,
+            keys,
+            scripts: Arc::new(scripts),
+            finished_ttl_ms: finished_ttl_s * 1000,
+        })
+    }
+}
