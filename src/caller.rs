@@ -98,9 +98,13 @@ impl Caller {
         })
     }
 
-    /// Posts `body` to the alert webhook `url` in the background; failures
-    /// are only logged.
-    pub fn alert(&self, url: &str, body: serde_json::Value) {
+    /// Posts `body` to the alert webhook `url`; failures are only logged.
+    /// The caller runs the returned future where a drain waits for it.
+    pub fn alert(
+        &self,
+        url: &str,
+        body: serde_json::Value,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let request = self
             .client
             .post(url)
@@ -108,7 +112,7 @@ impl Caller {
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(body.to_string());
         let url = url.to_owned();
-        tokio::spawn(async move {
+        async move {
             match request.send().await {
                 Ok(r) if r.status().is_success() => {}
                 Ok(r) if r.status().is_redirection() => {
@@ -119,7 +123,7 @@ impl Caller {
                 }
                 Err(e) => tracing::warn!(url = %url, error = %e, "alert webhook unreachable"),
             }
-        });
+        }
     }
 
     /// Calls one branch row of `t`.

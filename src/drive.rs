@@ -351,7 +351,7 @@ impl Pass<'_> {
             return;
         }
         let error = self.last_error_text().unwrap_or_default();
-        self.engine.caller.alert(
+        let post = self.engine.caller.alert(
             &alert.webhook_url,
             serde_json::json!({
                 "gid": self.t.gid,
@@ -361,6 +361,8 @@ impl Pass<'_> {
                 "retry_count": self.t.attempt,
             }),
         );
+        // tracked, so a drain waits for alerts on their way out
+        self.engine.spawn_background(post);
     }
 
     async fn write(

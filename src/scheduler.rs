@@ -158,6 +158,11 @@ impl Engine {
         report
     }
 
+    /// Runs `work` (an alert, say) in a task the drain waits for.
+    pub fn spawn_background(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(work);
+    }
+
     /// Reads the claimed `gid` and drives it, in its own task. One that
     /// cannot be decoded is set aside (listed in the console's attention
     /// list, counted in `dtx_trans_set_aside_total`); one that cannot be
