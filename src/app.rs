@@ -83,16 +83,19 @@ impl Application {
             .map_err(|error| AppError::Bind { addr, error })?;
         let state = AppState {
             engine: Arc::clone(&engine),
-            limits: crate::domain::Limits {
-                max_gid_len: settings.store.max_gid_len,
-                max_branches: settings.trans.max_branches,
-                max_payload_bytes: settings.trans.max_payload_bytes,
+            service: crate::service::Service {
+                engine: Arc::clone(&engine),
+                limits: crate::domain::Limits {
+                    max_gid_len: settings.store.max_gid_len,
+                    max_branches: settings.trans.max_branches,
+                    max_payload_bytes: settings.trans.max_payload_bytes,
+                },
+                max_topic_subscribers: settings.trans.max_topic_subscribers,
+                allow: Arc::new(crate::domain::AllowList::parse(
+                    &settings.branch.allowed_hosts,
+                )),
             },
-            max_topic_subscribers: settings.trans.max_topic_subscribers,
             metrics,
-            allow: Arc::new(crate::domain::AllowList::parse(
-                &settings.branch.allowed_hosts,
-            )),
             auth: Arc::new(crate::http::Auth::new(&settings.auth)),
             origins: Arc::new(crate::http::AllowedOrigins::parse(
                 &settings.http.allowed_origins,

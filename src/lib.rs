@@ -30,6 +30,7 @@ pub mod domain;
 pub mod drive;
 pub mod http;
 pub mod scheduler;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 

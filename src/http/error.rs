@@ -7,6 +7,7 @@ use serde_json::json;
 use tracing::error;
 
 use crate::domain::ValidationError;
+use crate::service::ServiceError;
 use crate::store::StoreError;
 
 /// An error reply, in dtm's shape.
@@ -59,24 +60,32 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Every use-case outcome has its HTTP reply.
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(m) => Self::BadRequest(m),
+            ServiceError::NotFound(m) => Self::NotFound(m),
+            ServiceError::Conflict(m) => Self::Conflict(m),
+            ServiceError::Failure(m) => Self::Failure(m),
+            ServiceError::Ongoing(m) => Self::Ongoing(m),
+            ServiceError::Branch(m) => Self::Branch(m),
+            ServiceError::Unavailable(m) => Self::Unavailable(m),
+            ServiceError::Timeout(m) => Self::Timeout(m),
+            ServiceError::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
-        Self::BadRequest(e.0)
+        ServiceError::from(e).into()
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(m) => {
-                Self::Unavailable(format!("storage is unavailable, retry later ({m})"))
-            }
-            StoreError::Timeout(m) => Self::Timeout(format!(
-                "Redis did not answer within redis.response_timeout_ms ({m}); a write may have been applied: repeat the call, which is safe"
-            )),
-            StoreError::NotFound => Self::NotFound("no such transaction".into()),
-            other => Self::Internal(other.to_string()),
-        }
+        ServiceError::from(e).into()
     }
 }
 

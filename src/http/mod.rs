@@ -22,7 +22,7 @@ pub use auth::Auth;
 pub use error::ApiError;
 pub use origin::AllowedOrigins;
 
-use crate::domain::{AllowList, Limits};
+use crate::service::Service;
 
 use crate::scheduler::Engine;
 
@@ -31,31 +31,14 @@ use crate::scheduler::Engine;
 pub struct AppState {
     /// The replica's engine.
     pub engine: Arc<Engine>,
-    /// What one transaction may hold.
-    pub limits: Limits,
-    /// Most subscribers of one topic (`trans.max_topic_subscribers`).
-    pub max_topic_subscribers: usize,
+    /// The use cases.
+    pub service: Service,
     /// Renders the metrics.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    /// Hosts branch URLs may name.
-    pub allow: Arc<AllowList>,
     /// Access tokens.
     pub auth: Arc<Auth>,
     /// Origins besides dtx's own whose pages may call the API.
     pub origins: Arc<AllowedOrigins>,
-}
-
-impl AppState {
-    /// Refuses a URL whose host is not on the allow-list.
-    pub(crate) fn check_allowed(&self, url: &str) -> Result<(), ApiError> {
-        if self.allow.allows(url) {
-            Ok(())
-        } else {
-            Err(ApiError::BadRequest(format!(
-                "url {url:?} names a host that is not allowed (branch.allowed_hosts)"
-            )))
-        }
-    }
 }
 
 /// The whole HTTP API.

@@ -8,13 +8,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tracing::info;
 
 use super::json::{nullable, query_map, JsonBody};
-use super::trans::{kind_conflict, success, ApiResult};
+use super::trans::{success, ApiResult};
 use super::{ApiError, AppState};
-use crate::domain::{build_registered, validate_gid, GlobalStatus, TransKind};
-use crate::store::StoreError;
+use crate::domain::{validate_gid, TransKind};
+use crate::service::RegisterBranch;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -52,47 +51,17 @@ pub(super) async fn do_register_branch(s: &AppState, body: BranchBody) -> ApiRes
         }
     }
     let gid = fields.get("gid").cloned().unwrap_or_default();
-    validate_gid(&gid, s.limits.max_gid_len)?;
+    validate_gid(&gid, s.service.limits.max_gid_len)?;
     let trans_type = fields
         .get("trans_type")
         .map(String::as_str)
         .unwrap_or_default();
     let kind = TransKind::parse(trans_type)
         .ok_or_else(|| ApiError::BadRequest(format!("unknown trans_type {trans_type:?}")))?;
-    let engine = &s.engine;
-    let now = engine.now_ms();
-    let rows = build_registered(kind, &fields, now)?;
-    rows.iter().try_for_each(|b| s.check_allowed(&b.url))?;
-    match engine
-        .store
-        .register_branch(&gid, kind, &rows, &s.limits, now)
-        .await
-    {
-        Ok(()) => {
-            info!(gid = %gid, branch = %rows[0].id, "branch registered");
-            success()
-        }
-        Err(StoreError::NotFound) => {
-            Err(ApiError::NotFound(format!("no transaction with gid {gid}")))
-        }
-        Err(StoreError::Conflict { .. }) => Err(ApiError::Failure(format!(
-            "no trans with gid: {gid} status: prepared found FAILURE"
-        ))),
-        Err(StoreError::BranchConflict(field)) => Err(ApiError::Conflict(format!(
-            "branch {field} of {gid} is registered already"
-        ))),
-        Err(StoreError::KindConflict(actual)) => Err(kind_conflict(&gid, &actual, kind)),
-        Err(StoreError::Limit { what, held }) => {
-            let added: usize = rows.iter().map(|b| b.data.len()).sum();
-            Err(if what == "rows" {
-                s.limits.too_many_branches(held as usize + rows.len())
-            } else {
-                s.limits.too_many_bytes(held as usize + added)
-            }
-            .into())
-        }
-        Err(e) => Err(e.into()),
-    }
+    s.service
+        .register_branch(RegisterBranch { gid, kind, fields })
+        .await?;
+    success()
 }
 
 /// `{"gid"}`, plus an optional reason.
@@ -109,56 +78,12 @@ async fn force_stop(State(s): State<AppState>, JsonBody(body): JsonBody<GidBody>
     do_force_stop(&s, body).await
 }
 
-/// Ends any unfinished transaction as `failed`, taking its lease over so a
-/// replica still driving it can no longer write.
+/// Ends any unfinished transaction as `failed`.
 pub(super) async fn do_force_stop(s: &AppState, body: GidBody) -> ApiResult {
-    validate_gid(&body.gid, s.limits.max_gid_len)?;
-    let engine = &s.engine;
-    let reason = if body.rollback_reason.is_empty() {
-        "force stopped".to_owned()
-    } else {
-        body.rollback_reason
-    };
-    // the status may move between the read and the write: try again then
-    for _ in 0..5 {
-        let t =
-            engine.store.load(&body.gid).await?.ok_or_else(|| {
-                ApiError::NotFound(format!("no transaction with gid {}", body.gid))
-            })?;
-        if t.status.is_final() {
-            return Err(ApiError::Failure(format!(
-                "global transaction force stop error. status: {}. error: FAILURE",
-                t.status
-            )));
-        }
-        let now = engine.now_ms();
-        let fields = [("reason", reason.clone()), ("rollback_ms", now.to_string())];
-        match engine
-            .store
-            .transition(
-                &t.gid,
-                None,
-                t.status,
-                GlobalStatus::Failed,
-                now,
-                None,
-                &engine.owner,
-                &fields,
-            )
-            .await
-        {
-            Ok(l) => {
-                info!(gid = %t.gid, from = %t.status, "force stopped");
-                super::trans::finished(&l.trans, now);
-                return success();
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::Ongoing(
-        "the transaction keeps changing; force stop again".into(),
-    ))
+    s.service
+        .force_stop(&body.gid, &body.rollback_reason)
+        .await?;
+    success()
 }
 
 async fn reset_cron_time(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult {
@@ -171,15 +96,9 @@ async fn reset_cron_time(State(s): State<AppState>, RawQuery(raw): RawQuery) -> 
             }),
         }
     };
-    let engine = &s.engine;
-    let timeout_s = num("timeout", 3 * engine.policy.timeout_to_fail_s as u64)?;
+    let timeout_s = num("timeout", 3 * s.engine.policy.timeout_to_fail_s as u64)?;
     let limit = num("limit", 100)?.clamp(1, 10_000) as usize;
-    let now = engine.now_ms();
-    let floor = now.saturating_add(timeout_s.saturating_mul(1000));
-    let (count, remaining) = engine.store.reset_due_after(floor, now, limit).await?;
-    if count > 0 {
-        engine.note_due(now);
-    }
+    let (count, remaining) = s.service.reset_cron_time(timeout_s, limit).await?;
     Ok(Json(
         json!({"has_remaining": remaining, "succeed_count": count}),
     ))
@@ -192,25 +111,8 @@ async fn reset_next_cron_time(
     do_reset_next_cron_time(&s, body).await
 }
 
-/// Makes one unfinished transaction due now (dtm's has no effect on Redis;
-/// ours reschedules it).
+/// Makes one unfinished transaction due now.
 pub(super) async fn do_reset_next_cron_time(s: &AppState, body: GidBody) -> ApiResult {
-    validate_gid(&body.gid, s.limits.max_gid_len)?;
-    let engine = &s.engine;
-    let store = &engine.store;
-    let t = store
-        .load(&body.gid)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no transaction with gid {}", body.gid)))?;
-    if t.status.is_final() {
-        return Err(ApiError::Failure(format!(
-            "transaction is {}, nothing to schedule. FAILURE",
-            t.status
-        )));
-    }
-    let now = engine.now_ms();
-    let shard = store.keys().shard_of(&t.gid);
-    store.reset_due(shard, &[t.gid], now, None).await?;
-    engine.note_due(now);
+    s.service.reset_next_cron_time(&body.gid).await?;
     success()
 }
