@@ -6,7 +6,7 @@ use tracing::info;
 
 use super::trans::{finished, kind_conflict};
 use super::{Service, ServiceError, ServiceResult};
-use crate::domain::{build_registered, validate_gid, GlobalStatus, TransKind};
+use crate::domain::{build_registered, next, validate_gid, Event, TransKind};
 use crate::store::StoreError;
 
 /// A `registerBranch` call: the flat string fields clients send
@@ -78,12 +78,12 @@ impl Service {
                 engine.store.load(gid).await?.ok_or_else(|| {
                     ServiceError::NotFound(format!("no transaction with gid {gid}"))
                 })?;
-            if t.status.is_final() {
+            let Ok(to) = next(t.kind, t.status, Event::ForceStop) else {
                 return Err(ServiceError::Failure(format!(
                     "global transaction force stop error. status: {}. error: FAILURE",
                     t.status
                 )));
-            }
+            };
             let now = engine.now_ms();
             let fields = [("reason", reason.clone()), ("rollback_ms", now.to_string())];
             match engine
@@ -92,7 +92,7 @@ impl Service {
                     &t.gid,
                     None,
                     t.status,
-                    GlobalStatus::Failed,
+                    to,
                     now,
                     None,
                     &engine.owner,

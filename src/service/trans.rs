@@ -99,6 +99,12 @@ impl Service {
     /// xa; waits for the pass with `wait_result`. A workflow's submit is
     /// [`Service::submit_workflow`].
     pub async fn submit(&self, input: NewTransInput) -> ServiceResult {
+        if input.kind == TransKind::Workflow {
+            return Err(ServiceError::Invalid(
+                "a workflow is submitted with the outcome its client reached (req_extra.status)"
+                    .into(),
+            ));
+        }
         let engine = &self.engine;
         let now = engine.now_ms();
         let input = self.with_topics(input).await?;
@@ -170,13 +176,17 @@ impl Service {
         lease_until: u64,
     ) -> Result<tokio::task::JoinHandle<DriveReport>, StoreError> {
         let engine = &self.engine;
+        // the table's answer for a prepared one (submit refuses workflows,
+        // the one kind the table does not submit)
+        let to = next(kind, GlobalStatus::Prepared, Event::Submit)
+            .map_err(|e| StoreError::Redis(e.to_string()))?;
         let leased = engine
             .store
             .transition(
                 gid,
                 Some(kind),
                 GlobalStatus::Prepared,
-                GlobalStatus::Submitted,
+                to,
                 now,
                 Some(lease_until),
                 &engine.owner,
@@ -361,7 +371,12 @@ impl Service {
         if requested != t.kind {
             return refuse();
         }
-        if t.kind == TransKind::Msg && t.status == GlobalStatus::Prepared {
+        // the table decides: a prepared msg fails at once, a tcc or xa
+        // rolls back; anything else cannot be aborted
+        let Ok(to) = next(t.kind, t.status, Event::Abort) else {
+            return refuse();
+        };
+        if to.is_final() {
             let fields = [("rollback_ms", now.to_string())];
             return match engine
                 .store
@@ -369,7 +384,7 @@ impl Service {
                     &t.gid,
                     Some(t.kind),
                     t.status,
-                    GlobalStatus::Failed,
+                    to,
                     now,
                     None,
                     &engine.owner,
@@ -378,17 +393,13 @@ impl Service {
                 .await
             {
                 Ok(l) => {
-                    info!(gid = %t.gid, "msg aborted");
+                    info!(gid = %t.gid, status = %to, "aborted");
                     finished(&l.trans, now);
                     Ok(())
                 }
                 Err(StoreError::Conflict { .. } | StoreError::KindConflict(_)) => refuse(),
                 Err(e) => Err(e.into()),
             };
-        }
-        let two_phase = matches!(t.kind, TransKind::Tcc | TransKind::Xa);
-        if !two_phase || !matches!(t.status, GlobalStatus::Prepared | GlobalStatus::Aborting) {
-            return refuse();
         }
         let lease_until = now + engine.lease_ms;
         let mut fields = Vec::new();
@@ -401,7 +412,7 @@ impl Service {
                 &t.gid,
                 Some(t.kind),
                 t.status,
-                GlobalStatus::Aborting,
+                to,
                 now,
                 Some(lease_until),
                 &engine.owner,
