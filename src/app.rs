@@ -12,8 +12,8 @@ use crate::caller::Caller;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::{Policy, RetryPolicy};
+use crate::engine::Engine;
 use crate::http::{router, AppState};
-use crate::scheduler::Engine;
 use crate::store::{StartError, Store};
 
 /// Why a replica could not start; each message names the fix.

@@ -19,7 +19,7 @@ use crate::domain::{
     deadline, next, plan_shaped, settle, BranchStatus, Event, GlobalStatus, Op, Outcome, Plan,
     Settled, Shape, Trans, TransKind,
 };
-use crate::scheduler::Engine;
+use crate::engine::Engine;
 use crate::store::{Record, Schedule, StoreError};
 use crate::telemetry;
 

@@ -28,6 +28,7 @@ pub mod config;
 pub mod dev;
 pub mod domain;
 pub mod drive;
+pub mod engine;
 pub mod http;
 pub mod scheduler;
 pub mod service;

@@ -8,51 +8,21 @@
 //! wakes early when a local pass schedules something sooner, and looks at
 //! every shard at least every `recheck_ms`.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::caller::Caller;
-use crate::clock::Clock;
-use crate::config::{AlertSettings, SchedulerSettings};
-use crate::domain::{Policy, Trans};
+use crate::domain::Trans;
 use crate::drive::{drive, DriveEnd, DriveReport};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use crate::telemetry;
 
-/// Everything a replica needs to drive transactions; shared by the API
-/// handlers and the claim loop.
-pub struct Engine {
-    /// The store.
-    pub store: Store,
-    /// The branch caller.
-    pub caller: Caller,
-    /// Planner defaults.
-    pub policy: Policy,
-    /// Now.
-    pub clock: Arc<Clock>,
-    /// This replica's id (written as lease owner).
-    pub owner: String,
-    /// Lease length, ms.
-    pub lease_ms: u64,
-    /// Alert webhook.
-    pub alert: AlertSettings,
-    settings: SchedulerSettings,
-    wake: Notify,
-    /// Earliest due time known to this replica, ms (`u64::MAX`: none).
-    earliest: AtomicU64,
-    active: AtomicUsize,
-    tracker: TaskTracker,
-    stop_claiming: CancellationToken,
-    hard_stop: CancellationToken,
-}
+use crate::engine::ActiveGuard;
+pub use crate::engine::Engine;
 
 /// What one look at every shard did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,77 +33,7 @@ pub struct TickOutcome {
     pub more: bool,
 }
 
-/// Decrements the active count when a pass ends, however it ends.
-struct ActiveGuard<'a>(&'a AtomicUsize);
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl Engine {
-    /// An engine for this replica.
-    pub fn new(
-        store: Store,
-        caller: Caller,
-        policy: Policy,
-        clock: Arc<Clock>,
-        settings: SchedulerSettings,
-        alert: AlertSettings,
-    ) -> Self {
-        let owner = format!("{:016x}", fastrand::u64(..));
-        Self {
-            store,
-            caller,
-            policy,
-            clock,
-            owner,
-            lease_ms: settings.lease_ms,
-            alert,
-            settings,
-            wake: Notify::new(),
-            earliest: AtomicU64::new(u64::MAX),
-            active: AtomicUsize::new(0),
-            tracker: TaskTracker::new(),
-            stop_claiming: CancellationToken::new(),
-            hard_stop: CancellationToken::new(),
-        }
-    }
-
-    /// Now, ms.
-    pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
-    }
-
-    /// Whether this replica is shutting down (readiness is then 503).
-    pub fn draining(&self) -> bool {
-        self.stop_claiming.is_cancelled()
-    }
-
-    /// Whether passes must hand their leases back now.
-    pub fn stopping(&self) -> bool {
-        self.hard_stop.is_cancelled()
-    }
-
-    /// Completes when passes must hand their leases back.
-    pub fn hard_stop(&self) -> WaitForCancellationFuture<'_> {
-        self.hard_stop.cancelled()
-    }
-
-    /// Transactions being driven by this replica now.
-    pub fn active(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
-    }
-
-    /// Tells the claim loop that something is due at `at_ms`.
-    pub fn note_due(&self, at_ms: u64) {
-        let before = self.earliest.fetch_min(at_ms, Ordering::Relaxed);
-        if at_ms < before {
-            self.wake.notify_one();
-        }
-    }
-
     /// Drives `t`, leased at `epoch` until `lease_until`, in its own task
     /// (so a client that disconnects does not stop it).
     pub fn spawn_drive(
@@ -156,11 +56,6 @@ impl Engine {
         telemetry::pass_ended(report.trans.kind.as_str(), ok);
         debug!(gid = %report.trans.gid, end = ?report.end, status = %report.trans.status, "pass ended");
         report
-    }
-
-    /// Runs `work` (an alert, say) in a task the drain waits for.
-    pub fn spawn_background(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.tracker.spawn(work);
     }
 
     /// Reads the claimed `gid` and drives it, in its own task. One that

@@ -24,7 +24,7 @@ pub use origin::AllowedOrigins;
 
 use crate::service::Service;
 
-use crate::scheduler::Engine;
+use crate::engine::Engine;
 
 /// What every handler needs.
 #[derive(Clone)]

@@ -16,7 +16,7 @@ pub use topics::{check_name, TOPICS};
 pub use trans::{Abort, WorkflowOutcome};
 
 use crate::domain::{AllowList, Limits};
-use crate::scheduler::Engine;
+use crate::engine::Engine;
 
 /// The use cases, over one replica's engine.
 #[derive(Clone)]

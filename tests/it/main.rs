@@ -17,6 +17,7 @@ mod properties;
 mod replicas;
 mod saga;
 mod security;
+mod structure;
 mod support;
 mod topics;
 mod two_phase;

@@ -213,7 +213,7 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub prefix: String,
-    pub engine: Arc<dtx::scheduler::Engine>,
+    pub engine: Arc<dtx::engine::Engine>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }

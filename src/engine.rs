@@ -1,0 +1,121 @@
+//! The engine: what every part of a replica shares (store, caller,
+//! policy, clock, owner id) and the counters and signals the claim loop,
+//! the passes and the drain coordinate through. It imports neither the
+//! scheduler nor the driver; both build on it.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::task::TaskTracker;
+
+use crate::caller::Caller;
+use crate::clock::Clock;
+use crate::config::{AlertSettings, SchedulerSettings};
+use crate::domain::Policy;
+use crate::store::Store;
+
+/// Everything a replica needs to drive transactions; shared by the API
+/// handlers and the claim loop.
+pub struct Engine {
+    /// The store.
+    pub store: Store,
+    /// The branch caller.
+    pub caller: Caller,
+    /// Planner defaults.
+    pub policy: Policy,
+    /// Now.
+    pub clock: Arc<Clock>,
+    /// This replica's id (written as lease owner).
+    pub owner: String,
+    /// Lease length, ms.
+    pub lease_ms: u64,
+    /// Alert webhook.
+    pub alert: AlertSettings,
+    pub(crate) settings: SchedulerSettings,
+    pub(crate) wake: Notify,
+    /// Earliest due time known to this replica, ms (`u64::MAX`: none).
+    pub(crate) earliest: AtomicU64,
+    pub(crate) active: AtomicUsize,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) stop_claiming: CancellationToken,
+    pub(crate) hard_stop: CancellationToken,
+}
+
+/// Decrements the active count when a pass ends, however it ends.
+pub(crate) struct ActiveGuard<'a>(pub(crate) &'a AtomicUsize);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Engine {
+    /// An engine for this replica.
+    pub fn new(
+        store: Store,
+        caller: Caller,
+        policy: Policy,
+        clock: Arc<Clock>,
+        settings: SchedulerSettings,
+        alert: AlertSettings,
+    ) -> Self {
+        let owner = format!("{:016x}", fastrand::u64(..));
+        Self {
+            store,
+            caller,
+            policy,
+            clock,
+            owner,
+            lease_ms: settings.lease_ms,
+            alert,
+            settings,
+            wake: Notify::new(),
+            earliest: AtomicU64::new(u64::MAX),
+            active: AtomicUsize::new(0),
+            tracker: TaskTracker::new(),
+            stop_claiming: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+        }
+    }
+
+    /// Now, ms.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Whether this replica is shutting down (readiness is then 503).
+    pub fn draining(&self) -> bool {
+        self.stop_claiming.is_cancelled()
+    }
+
+    /// Whether passes must hand their leases back now.
+    pub fn stopping(&self) -> bool {
+        self.hard_stop.is_cancelled()
+    }
+
+    /// Completes when passes must hand their leases back.
+    pub fn hard_stop(&self) -> WaitForCancellationFuture<'_> {
+        self.hard_stop.cancelled()
+    }
+
+    /// Transactions being driven by this replica now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Tells the claim loop that something is due at `at_ms`.
+    pub fn note_due(&self, at_ms: u64) {
+        let before = self.earliest.fetch_min(at_ms, Ordering::Relaxed);
+        if at_ms < before {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Runs `work` (an alert, say) in a task the drain waits for.
+    pub fn spawn_background(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(work);
+    }
+}
