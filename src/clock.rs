@@ -4,10 +4,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Wall-clock time in ms since the Unix epoch, plus an offset that tests
-/// may shift (it is always 0 in production).
+/// may shift (it is always 0 in production); or, for tests, a manual clock
+/// that stands still until moved.
 #[derive(Debug, Default)]
 pub struct Clock {
     offset_ms: AtomicI64,
+    manual: bool,
 }
 
 impl Clock {
@@ -16,12 +18,25 @@ impl Clock {
         Self::default()
     }
 
+    /// A clock that reads `start_ms` until [`Clock::shift`] moves it
+    /// (tests drive the scheduler through time with it, without sleeping).
+    pub fn manual(start_ms: u64) -> Self {
+        Self {
+            offset_ms: AtomicI64::new(start_ms as i64),
+            manual: true,
+        }
+    }
+
     /// Now, ms since the Unix epoch.
     pub fn now_ms(&self) -> u64 {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let wall = if self.manual {
+            0
+        } else {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
+        };
         (wall + self.offset_ms.load(Ordering::Relaxed)).max(0) as u64
     }
 

@@ -38,17 +38,21 @@ pub struct Engine {
     /// Earliest due time known to this replica, ms (`u64::MAX`: none).
     pub(crate) earliest: AtomicU64,
     pub(crate) active: AtomicUsize,
+    /// Woken each time the last running pass ends.
+    pub(crate) idle: Notify,
     pub(crate) tracker: TaskTracker,
     pub(crate) stop_claiming: CancellationToken,
     pub(crate) hard_stop: CancellationToken,
 }
 
 /// Decrements the active count when a pass ends, however it ends.
-pub(crate) struct ActiveGuard<'a>(pub(crate) &'a AtomicUsize);
+pub(crate) struct ActiveGuard<'a>(pub(crate) &'a Engine);
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -75,6 +79,7 @@ impl Engine {
             wake: Notify::new(),
             earliest: AtomicU64::new(u64::MAX),
             active: AtomicUsize::new(0),
+            idle: Notify::new(),
             tracker: TaskTracker::new(),
             stop_claiming: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
@@ -104,6 +109,17 @@ impl Engine {
     /// Transactions being driven by this replica now.
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Completes once no pass runs (tests wait on it instead of sleeping).
+    pub async fn settled(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.active() == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// Tells the claim loop that something is due at `at_ms`.

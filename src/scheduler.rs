@@ -45,7 +45,7 @@ impl Engine {
         self.active.fetch_add(1, Ordering::Relaxed);
         let engine = Arc::clone(self);
         self.tracker.spawn(async move {
-            let _guard = ActiveGuard(&engine.active);
+            let _guard = ActiveGuard(&engine);
             engine.pass(t, epoch, lease_until).await
         })
     }
@@ -66,7 +66,7 @@ impl Engine {
         self.active.fetch_add(1, Ordering::Relaxed);
         let engine = Arc::clone(self);
         self.tracker.spawn(async move {
-            let _guard = ActiveGuard(&engine.active);
+            let _guard = ActiveGuard(&engine);
             match engine.store.load(&gid).await {
                 Ok(Some(t)) => {
                     engine.pass(t, epoch, lease_until).await;

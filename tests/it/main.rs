@@ -16,6 +16,7 @@ mod operator_routes;
 mod properties;
 mod replicas;
 mod saga;
+mod scheduler;
 mod security;
 mod structure;
 mod support;

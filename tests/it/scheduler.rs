@@ -1,0 +1,162 @@
+//! The scheduler, driven by hand: a manual clock and `tick_once`, no claim
+//! loop and no sleeping. Each test moves time to just before and just at
+//! the moment something becomes due, and looks at what was claimed.
+
+use std::sync::Arc;
+
+use dtx::clock::Clock;
+use dtx::domain::{BranchInput, NewTransInput, TransKind, TransOptions};
+use dtx::engine::Engine;
+use dtx::service::Service;
+use dtx::Application;
+
+use crate::support::{gid, prefix, test_settings, Branches, RedisServer, Reply};
+
+/// Far from the real now, so nothing real interferes.
+const START_MS: u64 = 1_900_000_000_000;
+
+struct Stage {
+    engine: Arc<Engine>,
+    service: Service,
+    clock: Arc<Clock>,
+    // the replica is built, never run: nothing claims but the test
+    _app: Application,
+}
+
+async fn stage(redis: &RedisServer) -> Stage {
+    let mut settings = test_settings(&redis.url(), &prefix());
+    settings.retry.jitter = 0.0;
+    settings.retry.base_ms = 1000;
+    let clock = Arc::new(Clock::manual(START_MS));
+    let app = Application::build_with_clock(&settings, Arc::clone(&clock))
+        .await
+        .unwrap();
+    let engine = app.engine();
+    let service = Service {
+        engine: Arc::clone(&engine),
+        limits: dtx::domain::Limits {
+            max_gid_len: 128,
+            max_branches: 2000,
+            max_payload_bytes: 2 << 20,
+        },
+        max_topic_subscribers: 100,
+        allow: Arc::new(dtx::domain::AllowList::default()),
+    };
+    Stage {
+        engine,
+        service,
+        clock,
+        _app: app,
+    }
+}
+
+fn input(
+    gid: &str,
+    kind: TransKind,
+    steps: &[(&str, &str)],
+    query_prepared: &str,
+) -> NewTransInput {
+    NewTransInput {
+        gid: gid.to_owned(),
+        kind,
+        steps: steps
+            .iter()
+            .map(|(a, c)| BranchInput {
+                action: (*a).to_owned(),
+                compensate: (*c).to_owned(),
+            })
+            .collect(),
+        payloads: vec!["{}".to_owned(); steps.len()],
+        custom_data: String::new(),
+        query_prepared: query_prepared.to_owned(),
+        protocol: String::new(),
+        opts: TransOptions::default(),
+        topics: Default::default(),
+    }
+}
+
+async fn status(s: &Stage, gid: &str) -> String {
+    s.engine
+        .store
+        .load(gid)
+        .await
+        .unwrap()
+        .map(|t| t.status.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_prepared_msg_is_checked_back_exactly_when_its_timeout_passes() {
+    let redis = RedisServer::start();
+    let s = stage(&redis).await;
+    let b = Branches::start().await;
+    let g = gid("timed-msg");
+    let mut msg = input(&g, TransKind::Msg, &[(&b.url("step"), "")], &b.url("qp"));
+    msg.opts.timeout_to_fail = 10;
+    s.service.prepare(msg).await.unwrap();
+    assert_eq!(s.engine.tick_once().await.claimed, 0);
+    s.clock.shift(9_999);
+    assert_eq!(s.engine.tick_once().await.claimed, 0, "one ms early");
+    assert!(b.calls().is_empty());
+    s.clock.shift(1);
+    assert_eq!(s.engine.tick_once().await.claimed, 1);
+    s.engine.settled().await;
+    assert_eq!(b.paths_for(&g), ["qp", "step"]);
+    assert_eq!(status(&s, &g).await, "succeed");
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_is_retried_after_its_backoff_and_not_before() {
+    let redis = RedisServer::start();
+    let s = stage(&redis).await;
+    let b = Branches::start().await;
+    b.script("a1", &[Reply::Error]);
+    let g = gid("backoff");
+    let saga = input(
+        &g,
+        TransKind::Saga,
+        &[(&b.url("a1"), &b.url("c1")), (&b.url("a2"), &b.url("c2"))],
+        "",
+    );
+    s.service.submit(saga).await.unwrap();
+    s.engine.settled().await;
+    assert_eq!(b.paths_for(&g), ["a1"]);
+    assert_eq!(s.engine.tick_once().await.claimed, 0);
+    // retry.base_ms is 1000, without jitter
+    s.clock.shift(999);
+    assert_eq!(s.engine.tick_once().await.claimed, 0, "one ms early");
+    s.clock.shift(1);
+    assert_eq!(s.engine.tick_once().await.claimed, 1);
+    s.engine.settled().await;
+    assert_eq!(b.paths_for(&g), ["a1", "a1", "a2"]);
+    assert_eq!(status(&s, &g).await, "succeed");
+}
+
+#[tokio::test]
+async fn a_live_lease_is_left_alone_and_an_expired_one_taken_over() {
+    let redis = RedisServer::start();
+    let s = stage(&redis).await;
+    let b = Branches::start().await;
+    let g = gid("lease");
+    let mut msg = input(&g, TransKind::Msg, &[(&b.url("step"), "")], &b.url("qp"));
+    msg.opts.timeout_to_fail = 1;
+    s.service.prepare(msg).await.unwrap();
+    // another replica claims it, and dies holding the lease
+    s.clock.shift(1_000);
+    let store = &s.engine.store;
+    let shard = store.keys().shard_of(&g);
+    let lease_ms = s.engine.lease_ms;
+    let now = s.engine.now_ms();
+    let claim = store
+        .claim_due(shard, now, now + lease_ms, "dead-replica", 10)
+        .await
+        .unwrap();
+    assert_eq!(claim.leased.len(), 1);
+    s.clock.shift(lease_ms as i64 - 1);
+    assert_eq!(s.engine.tick_once().await.claimed, 0, "the lease is live");
+    s.clock.shift(1);
+    assert_eq!(s.engine.tick_once().await.claimed, 1);
+    s.engine.settled().await;
+    assert_eq!(b.paths_for(&g), ["qp", "step"]);
+    assert_eq!(status(&s, &g).await, "succeed");
+}
