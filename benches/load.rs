@@ -10,7 +10,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::net::{TcpListener as StdListener, UdpSocket};
+use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,23 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// CPU time (user + system) of a process so far, in microseconds.
-fn cpu_us(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // fields after the command name (which may hold spaces) start after ')'
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of stat; 12 and 13 after ')'
-    (ticks(11) + ticks(12)) * 10_000 // 100 ticks per second
-}
+use testkit::{cpu_us, free_port};
 
 struct Proc {
     child: Child,
@@ -162,13 +146,7 @@ fn start_dtx(redis: &Redis, extra: &[(&str, &str)]) -> (Proc, String) {
 }
 
 fn wait_port(port: u16) {
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on {port}");
+    testkit::wait_port(port, "a benchmarked process");
 }
 
 /// The peer coordinator `dtmrs` (crates.io, `cargo install dtmrs --features

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::{
-    gid, prefix, saga_body, test_settings, wait_status_at, Branches, RedisServer, Replica, Reply,
-    TestApp,
+    cpu_us, gid, peak_rss_kib, prefix, saga_body, test_settings, wait_status_at, Branches,
+    RedisServer, Replica, Reply, TestApp,
 };
 
 /// Waits until `cond` holds, or panics with `what` after `secs`.
@@ -106,16 +106,6 @@ async fn one_hanging_host_neither_starves_the_others_nor_holds_a_slot_for_long()
             .all(|g| hanging.paths_for(g).iter().filter(|p| *p == "hang").count() >= 2)
     })
     .await;
-}
-
-/// Peak resident memory of a process, KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 #[tokio::test]
@@ -719,15 +709,6 @@ async fn a_redis_timeout_on_create_says_the_write_may_have_landed() {
     assert_eq!(status, 200, "{r}");
 }
 
-/// CPU time a process has used so far (user + system), in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // the fields after the command name, which ends with the last ')'
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0 // USER_HZ is 100 on Linux
-}
-
 #[tokio::test]
 async fn a_padded_concurrent_saga_is_planned_cheaply() {
     let redis = RedisServer::start();
@@ -752,10 +733,10 @@ async fn a_padded_concurrent_saga_is_planned_cheaply() {
     });
     let size = body.to_string().len();
     assert!((900_000..1_048_576).contains(&size), "{size} bytes");
-    let before = cpu_seconds(dtx.child.id());
+    let before = cpu_us(dtx.child.id());
     // wait_result: no polling reads (each would copy the 900 KB back)
     assert_eq!(dtx.post("submit", &body).await, 200);
-    let used = cpu_seconds(dtx.child.id()) - before;
+    let used = (cpu_us(dtx.child.id()) - before) as f64 / 1e6;
     wait_status_at(&dtx, &g, "succeed", 5).await;
     eprintln!("padded saga: {used:.2} s of CPU");
     // a debug build; the review measured 5.2 s on a release build before

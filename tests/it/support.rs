@@ -5,9 +5,7 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
-use std::net::TcpListener as StdListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,166 +19,24 @@ use serde_json::{json, Value};
 
 use dtx::{Application, Settings};
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
-}
-
-/// A private `redis-server` on a free port, stopped when dropped.
-pub struct RedisServer {
-    child: Child,
-    pub port: u16,
-    pub dir: PathBuf,
-    aof: bool,
-}
-
-impl RedisServer {
-    /// Starts one without persistence.
-    pub fn start() -> Self {
-        Self::start_with(false, free_port(), None)
-    }
-
-    /// Starts one with AOF (`appendfsync always`) in a fresh directory.
-    pub fn start_aof() -> Self {
-        Self::start_with(true, free_port(), None)
-    }
-
-    fn start_with(aof: bool, port: u16, dir: Option<PathBuf>) -> Self {
-        let dir = dir.unwrap_or_else(|| {
-            let d = std::env::temp_dir().join(format!(
-                "dtx-test-redis-{}-{}",
-                std::process::id(),
-                fastrand::u64(..)
-            ));
-            std::fs::create_dir_all(&d).unwrap();
-            d
-        });
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--save", "", "--maxmemory-policy", "noeviction"])
-            // tests pause it with DEBUG SLEEP
-            .args(["--enable-debug-command", "local"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if aof {
-            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        }
-        let child = cmd
-            .spawn()
-            .expect("tests need redis-server on PATH (apt-get install redis-server)");
-        let server = Self {
-            child,
-            port,
-            dir,
-            aof,
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(client) = redis::Client::open(self.url()) {
-                if let Ok(mut c) = client.get_connection() {
-                    if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                        return;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server on port {} did not start", self.port);
-    }
-
-    /// `redis://127.0.0.1:<port>`
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// A plain synchronous connection for assertions.
-    pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-
-    /// Stops it (SIGKILL: whatever was not fsynced is lost) and starts it
-    /// again on the same port and directory.
-    pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let again = Self::start_with(self.aof, self.port, Some(self.dir.clone()));
-        let old = std::mem::replace(self, again);
-        std::mem::forget(old); // its process is gone and its directory is ours
-    }
-
-    /// Stops it without starting it again.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts it again after [`RedisServer::kill`].
-    pub fn revive(&mut self) {
-        let again = Self::start_with(self.aof, self.port, Some(self.dir.clone()));
-        let old = std::mem::replace(self, again);
-        std::mem::forget(old);
-    }
-
-    /// Every key under `prefix`.
-    pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let mut c = self.conn();
-        let mut keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query(&mut c)
-            .unwrap();
-        keys.sort();
-        keys
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+pub use testkit::{cpu_us, free_port, peak_rss_kib, RedisServer};
 
 /// Starts the dtx binary on `redis` under key prefix `prefix`, with short
 /// test timings and then `env` on top; returns it once it listens, with
 /// its port.
 pub fn spawn_dtx(redis: &RedisServer, prefix: &str, env: &[(&str, &str)]) -> (Child, u16) {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_dtx"))
-        .env("DTX_REDIS_URL", redis.url())
-        .env("DTX_HTTP_PORT", port.to_string())
-        .env("DTX_HTTP_HOST", "127.0.0.1")
+    let child = testkit::dtx_command(env!("CARGO_BIN_EXE_dtx").as_ref(), &redis.url(), port)
         .env("DTX_REDIS_KEY_PREFIX", prefix)
         .env("DTX_REDIS_SHARDS", "4")
         .env("DTX_SCHEDULER_LEASE_MS", "1500")
         .env("DTX_SCHEDULER_RECHECK_MS", "200")
         .env("DTX_RETRY_BASE_MS", "100")
         .env("DTX_RETRY_MAX_MS", "1000")
-        .env("DTX_LOG_LEVEL", "warn")
-        .env("DTX_HTTP_DRAIN_DELAY_MS", "0")
         .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
         .spawn()
         .expect("the dtx binary starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "dtx did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    testkit::wait_port(port, "dtx");
     (child, port)
 }
 

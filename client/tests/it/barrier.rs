@@ -177,7 +177,7 @@ async fn mysql_barrier_skips_repeats_null_compensation_and_hanging() {
 #[tokio::test]
 async fn redis_barrier_adjusts_once_and_refuses_overdraft() {
     let redis = RedisServer::start();
-    let mut conn = redis.conn().await;
+    let mut conn = crate::support::async_conn(&redis).await;
     let key = "{acct1}:balance";
     let _: () = redis::cmd("SET")
         .arg(key)

@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,75 +13,21 @@ use axum::Router;
 use dtx_client::Dtm;
 use sqlx::{MySqlPool, PgPool};
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
-}
+use testkit::wait_port;
+pub use testkit::{free_port, RedisServer};
 
 /// A unique gid for a test.
 pub fn gid(name: &str) -> String {
     format!("{name}-{:016x}", fastrand::u64(..))
 }
 
-/// A private `redis-server` on a free port, killed when dropped.
-pub struct RedisServer {
-    child: Child,
-    pub port: u16,
-    dir: PathBuf,
-}
-
-impl RedisServer {
-    pub fn start() -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("dtx-client-redis-{}", fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--save", "", "--maxmemory-policy", "noeviction"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tests need redis-server on PATH (apt-get install redis-server)");
-        let server = Self { child, port, dir };
-        wait_port(port, "redis-server");
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    panic!("{what} on port {port} did not start");
+/// An async connection to `redis`, for the barrier tests.
+pub async fn async_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }
 
 /// The dtx binary: `$DTX_BIN`, else `target/debug/dtx` of this workspace.
@@ -110,20 +55,13 @@ impl Dtx {
     pub fn start() -> Self {
         let redis = RedisServer::start();
         let port = free_port();
-        let child = Command::new(dtx_bin())
-            .env("DTX_REDIS_URL", redis.url())
-            .env("DTX_HTTP_PORT", port.to_string())
-            .env("DTX_HTTP_HOST", "127.0.0.1")
+        let child = testkit::dtx_command(&dtx_bin(), &redis.url(), port)
             .env("DTX_REDIS_KEY_PREFIX", "t")
             .env("DTX_REDIS_SHARDS", "2")
             .env("DTX_SCHEDULER_LEASE_MS", "1500")
             .env("DTX_SCHEDULER_RECHECK_MS", "100")
             .env("DTX_RETRY_BASE_MS", "100")
             .env("DTX_RETRY_MAX_MS", "500")
-            .env("DTX_LOG_LEVEL", "warn")
-            .env("DTX_HTTP_DRAIN_DELAY_MS", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("dtx starts");
         wait_port(port, "dtx");
