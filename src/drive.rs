@@ -40,6 +40,131 @@ pub enum DriveEnd {
     Stopped,
 }
 
+/// Why a pass stopped before it was done: the lease is gone, Redis
+/// failed, or the replica is shutting down. Every other end is a
+/// [`DriveEnd`] the pass reached normally.
+#[derive(Debug)]
+enum Interrupted {
+    /// Another replica or an API call holds the transaction now.
+    LeaseLost,
+    /// Redis failed.
+    StoreFailed(StoreError),
+    /// The replica is shutting down; the lease was handed back.
+    Stopped,
+}
+
+impl From<Interrupted> for DriveEnd {
+    fn from(i: Interrupted) -> Self {
+        match i {
+            Interrupted::LeaseLost => DriveEnd::LeaseLost,
+            Interrupted::StoreFailed(e) => DriveEnd::StoreFailed(e),
+            Interrupted::Stopped => DriveEnd::Stopped,
+        }
+    }
+}
+
+type Step<T = ()> = Result<T, Interrupted>;
+
+/// The lease a pass holds: its epoch, until when, and the branch rows
+/// settled in memory and not yet written. Every write goes through it.
+struct Lease {
+    epoch: u64,
+    until: u64,
+    /// Branch rows settled in memory, not yet written.
+    pending: Vec<(String, BranchStatus, BranchStatus)>,
+}
+
+impl Lease {
+    /// One `record` call for `t` carrying every pending row; a hold
+    /// extends the lease.
+    async fn record(
+        &mut self,
+        engine: &Engine,
+        t: &Trans,
+        status: Option<GlobalStatus>,
+        fields: Vec<(&'static str, String)>,
+        schedule: Schedule,
+    ) -> Step {
+        if matches!(schedule, Schedule::Release(_) | Schedule::Park) {
+            telemetry::lease("released", 1);
+        }
+        let rec = Record {
+            status,
+            fields,
+            branches: std::mem::take(&mut self.pending),
+            schedule,
+        };
+        let now = engine.now_ms();
+        match engine
+            .store
+            .record(
+                &t.gid,
+                t.create_ms,
+                self.epoch,
+                t.status,
+                now,
+                &engine.owner,
+                &rec,
+            )
+            .await
+        {
+            Ok(()) => {
+                if let Schedule::Hold(until) = schedule {
+                    self.until = until;
+                }
+                Ok(())
+            }
+            Err(StoreError::StaleEpoch(_) | StoreError::Conflict { .. } | StoreError::NotFound) => {
+                debug!(gid = %t.gid, "lease lost; another replica or an API call owns the transaction");
+                telemetry::lease("lost", 1);
+                Err(Interrupted::LeaseLost)
+            }
+            Err(e @ StoreError::BranchConflict(_)) => {
+                warn!(gid = %t.gid, error = %e, "stored branches disagree with this pass; leaving it to the next claim");
+                Err(Interrupted::LeaseLost)
+            }
+            Err(e) => {
+                // keep the rows so a report shows what was done
+                self.pending = rec.branches;
+                Err(Interrupted::StoreFailed(e))
+            }
+        }
+    }
+
+    /// Hands the lease back, due at `at`.
+    async fn release(&mut self, engine: &Engine, t: &Trans, at: u64) -> Step {
+        self.record(engine, t, None, Vec::new(), Schedule::Release(at))
+            .await
+    }
+
+    /// Awaits `work` (branch calls) while keeping the lease: renews it
+    /// before half of it is gone (first, if it already is), and on a hard
+    /// stop hands it back and abandons the work.
+    async fn hold<F: Future>(&mut self, engine: &Engine, t: &Trans, work: F) -> Step<F::Output> {
+        let mut work = pin!(work);
+        loop {
+            let renew_at = self.until.saturating_sub(engine.lease_ms / 2);
+            let now = engine.now_ms();
+            if now >= renew_at {
+                // never start or keep calling on a lease that is about to end
+                let until = now + engine.lease_ms;
+                self.record(engine, t, None, Vec::new(), Schedule::Hold(until))
+                    .await?;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = engine.hard_stop() => {
+                    self.release(engine, t, engine.now_ms()).await?;
+                    return Err(Interrupted::Stopped);
+                }
+                _ = tokio::time::sleep(Duration::from_millis(renew_at - now)) => {}
+                out = &mut work => return Ok(out),
+            }
+        }
+    }
+}
+
 /// What a pass did, for `wait_result` callers and logs.
 #[derive(Debug)]
 pub struct DriveReport {
@@ -54,10 +179,7 @@ pub struct DriveReport {
 struct Pass<'a> {
     engine: &'a Engine,
     t: Trans,
-    epoch: u64,
-    lease_until: u64,
-    /// Branch rows settled in memory, not yet written.
-    pending: Vec<(String, BranchStatus, BranchStatus)>,
+    lease: Lease,
     /// Rows that will not be called again in this pass (true: back off).
     deferred: HashMap<usize, bool>,
     /// What planning needs from the rows, worked out once.
@@ -79,9 +201,11 @@ pub async fn drive(engine: &Engine, t: Trans, epoch: u64, lease_until: u64) -> D
         engine,
         shape: Shape::of(&t),
         t,
-        epoch,
-        lease_until,
-        pending: Vec::new(),
+        lease: Lease {
+            epoch,
+            until: lease_until,
+            pending: Vec::new(),
+        },
         deferred: HashMap::new(),
         retries: HashMap::new(),
         progressed: false,
@@ -90,11 +214,12 @@ pub async fn drive(engine: &Engine, t: Trans, epoch: u64, lease_until: u64) -> D
         last_field: String::new(),
     };
     let end = match pass.run().await {
-        Ok(end) | Err(end) => end,
+        Ok(end) => end,
+        Err(i) => i.into(),
     };
     if let DriveEnd::StoreFailed(e) = &end {
         warn!(gid = %pass.t.gid, error = %e, "store write failed; the transaction resumes when its lease runs out");
-        engine.note_due(pass.lease_until);
+        engine.note_due(pass.lease.until);
     }
     DriveReport {
         end,
@@ -104,11 +229,11 @@ pub async fn drive(engine: &Engine, t: Trans, epoch: u64, lease_until: u64) -> D
 }
 
 impl Pass<'_> {
-    async fn run(&mut self) -> Result<DriveEnd, DriveEnd> {
+    async fn run(&mut self) -> Step<DriveEnd> {
         loop {
             if self.engine.stopping() {
                 let now = self.engine.now_ms();
-                self.write(None, Vec::new(), Schedule::Release(now)).await?;
+                self.lease.release(self.engine, &self.t, now).await?;
                 return Ok(DriveEnd::Stopped);
             }
             // a round without I/O (empty URLs) must still let others run
@@ -125,23 +250,17 @@ impl Pass<'_> {
                         return self.wait_for_retry(backoff).await;
                     }
                     if let Some(reason) = self.call(&calls).await? {
-                        self.change_status(Event::RetryLimitExceeded, Some(reason))
-                            .await?;
+                        let event = Event::RetryLimitExceeded;
+                        if !self.change_status(event, Some(reason)).await? {
+                            return Ok(DriveEnd::Idle);
+                        }
                     }
                 }
                 Plan::CheckBack if self.t.kind == TransKind::Workflow => {
                     // the client resumes and submits by itself; whatever the
                     // callback answers, look again after a backoff
                     let callback = self.engine.caller.workflow_callback(&self.t);
-                    let outcome = under_lease(
-                        self.engine,
-                        &self.t,
-                        self.epoch,
-                        &mut self.lease_until,
-                        &mut self.pending,
-                        callback,
-                    )
-                    .await?;
+                    let outcome = self.lease.hold(self.engine, &self.t, callback).await?;
                     debug!(gid = %self.t.gid, outcome = ?outcome, "workflow called back");
                     self.last_error = Some(outcome);
                     self.last_url = self.t.query_prepared.clone();
@@ -150,22 +269,10 @@ impl Pass<'_> {
                 }
                 Plan::CheckBack => {
                     let check = self.engine.caller.check_back(&self.t);
-                    let outcome = under_lease(
-                        self.engine,
-                        &self.t,
-                        self.epoch,
-                        &mut self.lease_until,
-                        &mut self.pending,
-                        check,
-                    )
-                    .await?;
-                    match outcome {
-                        Outcome::Succeeded => {
-                            self.change_status(Event::CheckBackConfirmed, None).await?;
-                        }
-                        Outcome::Failed(_) => {
-                            self.change_status(Event::CheckBackRefused, None).await?;
-                        }
+                    let outcome = self.lease.hold(self.engine, &self.t, check).await?;
+                    let event = match outcome {
+                        Outcome::Succeeded => Event::CheckBackConfirmed,
+                        Outcome::Failed(_) => Event::CheckBackRefused,
                         Outcome::Ongoing | Outcome::Unknown(_) => {
                             let backoff = matches!(outcome, Outcome::Unknown(_));
                             self.last_error = Some(outcome);
@@ -173,13 +280,18 @@ impl Pass<'_> {
                             self.last_field = "00:msg".into();
                             return self.wait_for_retry(backoff).await;
                         }
+                    };
+                    if !self.change_status(event, None).await? {
+                        return Ok(DriveEnd::Idle);
                     }
                 }
                 Plan::Transition { event, reason, .. } => {
-                    self.change_status(event, reason).await?;
+                    if !self.change_status(event, reason).await? {
+                        return Ok(DriveEnd::Idle);
+                    }
                 }
                 Plan::WaitUntil(at) => {
-                    self.write(None, Vec::new(), Schedule::Release(at)).await?;
+                    self.lease.release(self.engine, &self.t, at).await?;
                     self.engine.note_due(at);
                     return Ok(DriveEnd::Waiting);
                 }
@@ -187,7 +299,9 @@ impl Pass<'_> {
                     if self.t.status.is_final() {
                         return Ok(DriveEnd::Finished);
                     }
-                    self.write(None, Vec::new(), Schedule::Park).await?;
+                    self.lease
+                        .record(self.engine, &self.t, None, Vec::new(), Schedule::Park)
+                        .await?;
                     return Ok(DriveEnd::Idle);
                 }
             }
@@ -200,20 +314,12 @@ impl Pass<'_> {
     /// Calls `rows` concurrently, renewing the lease while they run, and
     /// settles their outcomes. Returns a reason when a saga action used up
     /// its `retry_limit`.
-    async fn call(&mut self, rows: &[usize]) -> Result<Option<String>, DriveEnd> {
+    async fn call(&mut self, rows: &[usize]) -> Step<Option<String>> {
         let outcomes = {
             let t = &self.t;
             let caller = &self.engine.caller;
             let calls = join_all(rows.iter().map(|&i| caller.call_branch(t, &t.branches[i])));
-            under_lease(
-                self.engine,
-                t,
-                self.epoch,
-                &mut self.lease_until,
-                &mut self.pending,
-                calls,
-            )
-            .await?
+            self.lease.hold(self.engine, t, calls).await?
         };
         let mut give_up = None;
         for (&i, outcome) in rows.iter().zip(outcomes) {
@@ -221,7 +327,9 @@ impl Pass<'_> {
             match settle(&mut self.t, i, &outcome) {
                 Settled::Done(status) => {
                     debug!(gid = %self.t.gid, branch = %field, status = status.as_str(), "branch settled");
-                    self.pending.push((field, BranchStatus::Prepared, status));
+                    self.lease
+                        .pending
+                        .push((field, BranchStatus::Prepared, status));
                     self.progressed = true;
                 }
                 Settled::Later { backoff } => {
@@ -251,13 +359,12 @@ impl Pass<'_> {
 
     /// Records a change of global status (with every pending row) before
     /// anything acts on it.
-    async fn change_status(
-        &mut self,
-        event: Event,
-        reason: Option<String>,
-    ) -> Result<(), DriveEnd> {
+    /// Returns false, writing nothing, for an event the table does not
+    /// allow in the current status (the planner never asks for one).
+    async fn change_status(&mut self, event: Event, reason: Option<String>) -> Step<bool> {
         let Ok(to) = next(self.t.kind, self.t.status, event) else {
-            return Err(DriveEnd::Idle);
+            debug!(gid = %self.t.gid, ?event, status = %self.t.status, "event not in the table; the pass ends");
+            return Ok(false);
         };
         let now = self.engine.now_ms();
         let mut fields = vec![("attempt", "0".to_owned())];
@@ -275,7 +382,9 @@ impl Pass<'_> {
             }
             _ => Schedule::Hold(now + self.engine.lease_ms),
         };
-        self.write(Some(to), fields, schedule).await?;
+        self.lease
+            .record(self.engine, &self.t, Some(to), fields, schedule)
+            .await?;
         if to.is_final() {
             let age = Duration::from_millis(now.saturating_sub(self.t.create_ms));
             telemetry::trans_finished(self.t.kind.as_str(), to.as_str(), age);
@@ -292,12 +401,12 @@ impl Pass<'_> {
         }
         // a new phase: rows deferred in the old one no longer matter
         self.deferred.clear();
-        Ok(())
+        Ok(true)
     }
 
     /// Ends the pass with rows still to do: due again after a backoff (an
     /// error) or the base interval (ONGOING).
-    async fn wait_for_retry(&mut self, backoff: bool) -> Result<DriveEnd, DriveEnd> {
+    async fn wait_for_retry(&mut self, backoff: bool) -> Step<DriveEnd> {
         let policy = &self.engine.policy.retry;
         let interval = self.t.opts.retry_interval;
         let delay = if backoff {
@@ -328,7 +437,9 @@ impl Pass<'_> {
             fields.push(("last_error", error));
             fields.push(("last_branch", self.last_field.clone()));
         }
-        self.write(None, fields, Schedule::Release(at)).await?;
+        self.lease
+            .record(self.engine, &self.t, None, fields, Schedule::Release(at))
+            .await?;
         self.engine.note_due(at);
         self.maybe_alert(backoff);
         Ok(DriveEnd::Waiting)
@@ -363,123 +474,5 @@ impl Pass<'_> {
         );
         // tracked, so a drain waits for alerts on their way out
         self.engine.spawn_background(post);
-    }
-
-    async fn write(
-        &mut self,
-        status: Option<GlobalStatus>,
-        fields: Vec<(&'static str, String)>,
-        schedule: Schedule,
-    ) -> Result<(), DriveEnd> {
-        write(
-            self.engine,
-            &self.t,
-            self.epoch,
-            &mut self.pending,
-            status,
-            fields,
-            schedule,
-        )
-        .await?;
-        if let Schedule::Hold(until) = schedule {
-            self.lease_until = until;
-        }
-        Ok(())
-    }
-}
-
-/// Awaits `work` (branch calls) while keeping the lease: renews it before
-/// half of it is gone (first, if it already is), and on a hard stop hands
-/// it back and abandons the work.
-async fn under_lease<F: Future>(
-    engine: &Engine,
-    t: &Trans,
-    epoch: u64,
-    lease_until: &mut u64,
-    pending: &mut Vec<(String, BranchStatus, BranchStatus)>,
-    work: F,
-) -> Result<F::Output, DriveEnd> {
-    let mut work = pin!(work);
-    loop {
-        let renew_at = lease_until.saturating_sub(engine.lease_ms / 2);
-        let now = engine.now_ms();
-        if now >= renew_at {
-            // never start or keep calling on a lease that is about to end
-            let until = now + engine.lease_ms;
-            write(
-                engine,
-                t,
-                epoch,
-                pending,
-                None,
-                Vec::new(),
-                Schedule::Hold(until),
-            )
-            .await?;
-            *lease_until = until;
-            continue;
-        }
-        tokio::select! {
-            biased;
-            _ = engine.hard_stop() => {
-                let now = engine.now_ms();
-                write(engine, t, epoch, pending, None, Vec::new(), Schedule::Release(now)).await?;
-                return Err(DriveEnd::Stopped);
-            }
-            _ = tokio::time::sleep(Duration::from_millis(renew_at - now)) => {}
-            out = &mut work => return Ok(out),
-        }
-    }
-}
-
-/// One `record` call carrying every pending row; maps refusals to how the
-/// pass ends.
-async fn write(
-    engine: &Engine,
-    t: &Trans,
-    epoch: u64,
-    pending: &mut Vec<(String, BranchStatus, BranchStatus)>,
-    status: Option<GlobalStatus>,
-    fields: Vec<(&'static str, String)>,
-    schedule: Schedule,
-) -> Result<(), DriveEnd> {
-    if matches!(schedule, Schedule::Release(_) | Schedule::Park) {
-        telemetry::lease("released", 1);
-    }
-    let rec = Record {
-        status,
-        fields,
-        branches: std::mem::take(pending),
-        schedule,
-    };
-    let now = engine.now_ms();
-    match engine
-        .store
-        .record(
-            &t.gid,
-            t.create_ms,
-            epoch,
-            t.status,
-            now,
-            &engine.owner,
-            &rec,
-        )
-        .await
-    {
-        Ok(()) => Ok(()),
-        Err(StoreError::StaleEpoch(_) | StoreError::Conflict { .. } | StoreError::NotFound) => {
-            debug!(gid = %t.gid, "lease lost; another replica or an API call owns the transaction");
-            telemetry::lease("lost", 1);
-            Err(DriveEnd::LeaseLost)
-        }
-        Err(e @ StoreError::BranchConflict(_)) => {
-            warn!(gid = %t.gid, error = %e, "stored branches disagree with this pass; leaving it to the next claim");
-            Err(DriveEnd::LeaseLost)
-        }
-        Err(e) => {
-            // keep the rows so a report shows what was done
-            *pending = rec.branches;
-            Err(DriveEnd::StoreFailed(e))
-        }
     }
 }
