@@ -67,7 +67,7 @@ async fn scan_kv(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResul
             .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to 1000, got {v:?}")))?,
     };
     let position = q.get("position").cloned().unwrap_or_default();
-    let (entries, more) = s.engine.store.kv_scan(&cat, &position, limit).await?;
+    let (entries, more) = s.service.kv_scan(&cat, &position, limit).await?;
     let next = if more {
         entries.last().map(|e| e.key.clone()).unwrap_or_default()
     } else {
@@ -84,16 +84,7 @@ async fn query_kv(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResu
     let cat = q.get("cat").cloned().unwrap_or_default();
     check_name("cat", &cat)?;
     let key = q.get("key").cloned().unwrap_or_default();
-    let entries = if key.is_empty() {
-        s.engine.store.kv_scan(&cat, "", 1000).await?.0
-    } else {
-        s.engine
-            .store
-            .kv_get(&cat, &key)
-            .await?
-            .into_iter()
-            .collect()
-    };
+    let entries = s.service.kv_query(&cat, &key).await?;
     Ok(Json(
         json!({"kv": entries.iter().map(kv_json).collect::<Vec<_>>()}),
     ))

@@ -227,8 +227,7 @@ async fn query(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult 
     if gid.is_empty() {
         return Err(ApiError::BadRequest("no gid specified".into()));
     }
-    validate_gid(gid, s.service.limits.max_gid_len)?;
-    Ok(Json(match s.engine.store.load(gid).await? {
+    Ok(Json(match s.service.query(gid).await? {
         Some(t) => json!({
             "transaction": trans_json(&t),
             "branches": t.branches.iter().map(|b| branch_json(&t, b)).collect::<Vec<_>>(),
@@ -251,19 +250,13 @@ fn parse_num<T: std::str::FromStr>(
 
 async fn all(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult {
     let q = query_map(raw.as_deref());
-    let store = &s.engine.store;
+    let _store = &s.engine.store;
     if let Some(gid) = q.get("gid").filter(|g| !g.is_empty()) {
-        validate_gid(gid, s.service.limits.max_gid_len)?;
         // dtm answers `null` rather than `[]` when the gid is unknown
-        let found = store.load(gid).await?.map(|t| vec![trans_json(&t)]);
+        let found = s.service.query(gid).await?.map(|t| vec![trans_json(&t)]);
         return Ok(Json(json!({"transactions": found, "next_position": ""})));
     }
     let limit: usize = parse_num(&q, "limit")?.unwrap_or(100);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::BadRequest(
-            "limit must be between 1 and 1000".into(),
-        ));
-    }
     let status = match q.get("status").filter(|v| !v.is_empty()) {
         None => None,
         Some(v) => Some(
@@ -290,7 +283,7 @@ async fn all(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult {
             ApiError::BadRequest(format!("position {p:?} is not a cursor from this API"))
         })?),
     };
-    let (page, next) = store.list(&filter, after, limit).await?;
+    let (page, next) = s.service.list(&filter, after, limit).await?;
     Ok(Json(json!({
         "transactions": page.iter().map(trans_json).collect::<Vec<_>>(),
         "next_position": next.map(|c| c.encode()).unwrap_or_default(),

@@ -5,6 +5,7 @@
 
 mod error;
 mod ops;
+mod reads;
 mod topics;
 mod trans;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 pub use error::{ServiceError, ServiceResult};
 pub use ops::RegisterBranch;
+pub use reads::MAX_PAGE;
 pub use topics::{check_name, TOPICS};
 pub use trans::{Abort, WorkflowOutcome};
 
