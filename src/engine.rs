@@ -3,8 +3,9 @@
 //! the passes and the drain coordinate through. It imports neither the
 //! scheduler nor the driver; both build on it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -40,6 +41,9 @@ pub struct Engine {
     pub(crate) active: AtomicUsize,
     /// Woken each time the last running pass ends.
     pub(crate) idle: Notify,
+    /// Waiters for the end of a pass of a gid (repeated `wait_result`
+    /// submits), woken by the pass; dead entries are dropped as it grows.
+    pub(crate) waiters: Mutex<HashMap<String, Weak<Notify>>>,
     pub(crate) tracker: TaskTracker,
     pub(crate) stop_claiming: CancellationToken,
     pub(crate) hard_stop: CancellationToken,
@@ -80,6 +84,7 @@ impl Engine {
             earliest: AtomicU64::new(u64::MAX),
             active: AtomicUsize::new(0),
             idle: Notify::new(),
+            waiters: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             stop_claiming: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
@@ -119,6 +124,29 @@ impl Engine {
                 return;
             }
             idle.await;
+        }
+    }
+
+    /// A signal woken when a pass of `gid` on this replica ends; hold it
+    /// while waiting.
+    pub fn watch(&self, gid: &str) -> Arc<Notify> {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = waiters.get(gid).and_then(Weak::upgrade) {
+            return n;
+        }
+        if waiters.len() >= 1024 {
+            waiters.retain(|_, w| w.strong_count() > 0);
+        }
+        let n = Arc::new(Notify::new());
+        waiters.insert(gid.to_owned(), Arc::downgrade(&n));
+        n
+    }
+
+    /// Wakes whoever waits for a pass of `gid` to end.
+    pub(crate) fn pass_ended(&self, gid: &str) {
+        let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = waiters.get(gid).and_then(Weak::upgrade) {
+            n.notify_waiters();
         }
     }
 

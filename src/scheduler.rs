@@ -52,6 +52,7 @@ impl Engine {
 
     async fn pass(self: &Arc<Self>, t: Trans, epoch: u64, lease_until: u64) -> DriveReport {
         let report = drive(self, t, epoch, lease_until).await;
+        self.pass_ended(&report.trans.gid);
         let ok = !matches!(report.end, DriveEnd::StoreFailed(_) | DriveEnd::LeaseLost);
         telemetry::pass_ended(report.trans.kind.as_str(), ok);
         debug!(gid = %report.trans.gid, end = ?report.end, status = %report.trans.status, "pass ended");

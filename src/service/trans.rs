@@ -235,11 +235,17 @@ impl Service {
             }
             return Ok(());
         }
-        // the replica driving it may be another one: read the status only,
-        // backing off from 50 ms to 1 s, for at most RESUBMIT_WAIT
+        // a pass on this replica wakes the waiter when it ends; one on
+        // another replica is seen by reading the status only, backing off
+        // from 50 ms to 1 s, for at most RESUBMIT_WAIT
         let deadline = tokio::time::Instant::now() + RESUBMIT_WAIT;
         let mut pause = Duration::from_millis(50);
+        let woken = self.engine.watch(gid);
         loop {
+            let ended = woken.notified();
+            let mut ended = std::pin::pin!(ended);
+            // registered before the read, so an end in between is not missed
+            ended.as_mut().enable();
             match self.engine.store.status(gid).await? {
                 Some((GlobalStatus::Succeed, ..)) => return Ok(()),
                 Some((status, _, reason))
@@ -248,8 +254,12 @@ impl Service {
                     return Err(failure_for(&reason))
                 }
                 Some(_) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
+                    tokio::select! {
+                        () = ended => {}
+                        () = tokio::time::sleep(pause) => {
+                            pause = (pause * 2).min(Duration::from_secs(1));
+                        }
+                    }
                 }
                 None => {
                     return Err(ServiceError::NotFound(format!(

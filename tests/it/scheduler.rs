@@ -160,3 +160,20 @@ async fn a_live_lease_is_left_alone_and_an_expired_one_taken_over() {
     assert_eq!(b.paths_for(&g), ["qp", "step"]);
     assert_eq!(status(&s, &g).await, "succeed");
 }
+
+#[tokio::test]
+async fn the_end_of_a_pass_wakes_whoever_watches_its_gid() {
+    let redis = RedisServer::start();
+    let s = stage(&redis).await;
+    let b = Branches::start().await;
+    let g = gid("watched");
+    let woken = s.engine.watch(&g);
+    let ended = woken.notified();
+    let saga = input(&g, TransKind::Saga, &[(&b.url("a1"), &b.url("c1"))], "");
+    s.service.submit(saga).await.unwrap();
+    // a repeated wait_result submit waits on this instead of polling
+    tokio::time::timeout(std::time::Duration::from_secs(5), ended)
+        .await
+        .expect("the pass ended without waking the watcher");
+    assert_eq!(status(&s, &g).await, "succeed");
+}
