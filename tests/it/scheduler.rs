@@ -24,9 +24,14 @@ struct Stage {
 }
 
 async fn stage(redis: &RedisServer) -> Stage {
+    stage_with(redis, |_| {}).await
+}
+
+async fn stage_with(redis: &RedisServer, tune: impl FnOnce(&mut dtx::Settings)) -> Stage {
     let mut settings = test_settings(&redis.url(), &prefix());
     settings.retry.jitter = 0.0;
     settings.retry.base_ms = 1000;
+    tune(&mut settings);
     let clock = Arc::new(Clock::manual(START_MS));
     let app = Application::build_with_clock(&settings, Arc::clone(&clock))
         .await
@@ -176,4 +181,36 @@ async fn the_end_of_a_pass_wakes_whoever_watches_its_gid() {
         .await
         .expect("the pass ended without waking the watcher");
     assert_eq!(status(&s, &g).await, "succeed");
+}
+
+#[tokio::test]
+async fn a_drain_past_its_deadline_hands_the_lease_back_due_now() {
+    let redis = RedisServer::start();
+    let s = stage_with(&redis, |s| s.scheduler.drain_timeout_ms = 200).await;
+    let b = Branches::start().await;
+    b.set_default("a1", Reply::Slow(30_000));
+    let g = gid("drained");
+    let saga = input(&g, TransKind::Saga, &[(&b.url("a1"), &b.url("c1"))], "");
+    s.service.submit(saga).await.unwrap();
+    // the pass is calling a1, which hangs
+    while b.calls().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    s.engine.begin_drain();
+    s.engine.drain().await;
+    assert_eq!(s.engine.active(), 0);
+    let store = &s.engine.store;
+    let t = store.load(&g).await.unwrap().unwrap();
+    assert_eq!(t.status.as_str(), "submitted");
+    assert_eq!(t.owner, "", "the lease was handed back");
+    let due: Option<f64> = redis::cmd("ZSCORE")
+        .arg(store.keys().due(store.keys().shard_of(&g)))
+        .arg(&g)
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(
+        due,
+        Some(s.engine.now_ms() as f64),
+        "due at once for another replica"
+    );
 }
