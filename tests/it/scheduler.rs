@@ -214,3 +214,33 @@ async fn a_drain_past_its_deadline_hands_the_lease_back_due_now() {
         "due at once for another replica"
     );
 }
+
+#[tokio::test]
+async fn retries_back_off_doubling_up_to_the_cap() {
+    let redis = RedisServer::start();
+    let s = stage_with(&redis, |s| s.retry.max_ms = 3000).await;
+    let b = Branches::start().await;
+    b.script(
+        "a1",
+        &[Reply::Error, Reply::Error, Reply::Error, Reply::Error],
+    );
+    let g = gid("growth");
+    let saga = input(&g, TransKind::Saga, &[(&b.url("a1"), &b.url("c1"))], "");
+    s.service.submit(saga).await.unwrap();
+    s.engine.settled().await;
+    // base 1000 ms, doubling, capped at 3000 ms, no jitter
+    for (attempt, delay) in [(2, 1000), (3, 2000), (4, 3000), (5, 3000)] {
+        s.clock.shift(delay - 1);
+        assert_eq!(
+            s.engine.tick_once().await.claimed,
+            0,
+            "attempt {attempt}: 1 ms early"
+        );
+        s.clock.shift(1);
+        assert_eq!(s.engine.tick_once().await.claimed, 1, "attempt {attempt}");
+        s.engine.settled().await;
+        let calls = b.paths_for(&g).iter().filter(|p| *p == "a1").count();
+        assert_eq!(calls, attempt);
+    }
+    assert_eq!(status(&s, &g).await, "succeed");
+}
