@@ -7,7 +7,7 @@ use tracing::info;
 use super::trans::{finished, kind_conflict};
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{build_registered, next, validate_gid, Event, TransKind};
-use crate::store::StoreError;
+use crate::store::{LimitKind, StoreError};
 
 /// A `registerBranch` call: the flat string fields clients send
 /// (contract §3.3).
@@ -48,13 +48,12 @@ impl Service {
             Err(StoreError::BranchConflict(field)) => Err(ServiceError::Conflict(format!(
                 "branch {field} of {gid} is registered already"
             ))),
-            Err(StoreError::KindConflict(actual)) => Err(kind_conflict(&gid, &actual, kind)),
+            Err(StoreError::KindConflict(actual)) => Err(kind_conflict(&gid, actual, kind)),
             Err(StoreError::Limit { what, held }) => {
                 let added: usize = rows.iter().map(|b| b.data.len()).sum();
-                Err(if what == "rows" {
-                    self.limits.too_many_branches(held as usize + rows.len())
-                } else {
-                    self.limits.too_many_bytes(held as usize + added)
+                Err(match what {
+                    LimitKind::Rows => self.limits.too_many_branches(held as usize + rows.len()),
+                    LimitKind::Bytes => self.limits.too_many_bytes(held as usize + added),
                 }
                 .into())
             }

@@ -75,7 +75,7 @@ impl Service {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { .. } | StoreError::NotFound) => continue,
+                Err(StoreError::VersionConflict { .. } | StoreError::NotFound) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -152,7 +152,7 @@ impl Service {
                     info!(topic = %name, "topic deleted");
                     return Ok(());
                 }
-                Err(StoreError::Conflict { .. } | StoreError::NotFound) => continue,
+                Err(StoreError::VersionConflict { .. } | StoreError::NotFound) => continue,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -86,7 +86,7 @@ impl Service {
                 Ok(())
             }
             Created::Exists(GlobalStatus::Prepared, kind) if kind != t.kind => {
-                Err(kind_conflict(&t.gid, kind.as_str(), t.kind))
+                Err(kind_conflict(&t.gid, kind, t.kind))
             }
             Created::Exists(GlobalStatus::Prepared, _) => Ok(()),
             Created::Exists(status, _) => Err(ServiceError::Failure(format!(
@@ -119,10 +119,10 @@ impl Service {
                 Ok(pass) => return if wait { report(pass.await) } else { Ok(()) },
                 Err(StoreError::NotFound) => {}
                 Err(StoreError::KindConflict(actual)) => {
-                    return Err(kind_conflict(&t.gid, &actual, t.kind))
+                    return Err(kind_conflict(&t.gid, actual, t.kind))
                 }
                 Err(StoreError::Conflict { actual, .. }) => {
-                    return self.resubmitted(&t.gid, &actual, t.kind, wait).await
+                    return self.resubmitted(&t.gid, actual, t.kind, wait).await
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -139,24 +139,22 @@ impl Service {
             Created::Exists(GlobalStatus::Prepared | GlobalStatus::Submitted, kind)
                 if kind != t.kind =>
             {
-                return Err(kind_conflict(&t.gid, kind.as_str(), t.kind))
+                return Err(kind_conflict(&t.gid, kind, t.kind))
             }
             Created::Exists(GlobalStatus::Prepared, _) => {
                 match self.take_prepared(&t.gid, t.kind, now, lease_until).await {
                     Ok(pass) => pass,
                     Err(StoreError::KindConflict(actual)) => {
-                        return Err(kind_conflict(&t.gid, &actual, t.kind))
+                        return Err(kind_conflict(&t.gid, actual, t.kind))
                     }
                     Err(StoreError::Conflict { actual, .. }) => {
-                        return self.resubmitted(&t.gid, &actual, t.kind, wait).await
+                        return self.resubmitted(&t.gid, actual, t.kind, wait).await
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
             Created::Exists(status, _) => {
-                return self
-                    .resubmitted(&t.gid, status.as_str(), t.kind, wait)
-                    .await
+                return self.resubmitted(&t.gid, status, t.kind, wait).await
             }
         };
         if wait {
@@ -201,19 +199,17 @@ impl Service {
     async fn resubmitted(
         &self,
         gid: &str,
-        status: &str,
+        status: GlobalStatus,
         kind: TransKind,
         wait: bool,
     ) -> ServiceResult {
-        if status != GlobalStatus::Submitted.as_str() {
+        if status != GlobalStatus::Submitted {
             return Err(ServiceError::Failure(format!(
                 "current status '{status}', cannot sumbmit. FAILURE"
             )));
         }
         match self.engine.store.status(gid).await? {
-            Some((_, stored, _)) if stored != kind => {
-                return Err(kind_conflict(gid, stored.as_str(), kind))
-            }
+            Some((_, stored, _)) if stored != kind => return Err(kind_conflict(gid, stored, kind)),
             Some(_) => {}
             None => {
                 return Err(ServiceError::NotFound(format!(
@@ -315,7 +311,7 @@ impl Service {
                 Ok(())
             }
             Err(StoreError::KindConflict(actual)) => {
-                Err(kind_conflict(&body.gid, &actual, TransKind::Workflow))
+                Err(kind_conflict(&body.gid, actual, TransKind::Workflow))
             }
             Err(StoreError::Conflict { actual, .. }) => Err(ServiceError::Failure(format!(
                 "current status '{actual}', cannot sumbmit. FAILURE"
@@ -351,7 +347,7 @@ impl Service {
                 }
             }
             Created::Exists(GlobalStatus::Prepared, kind) if kind != TransKind::Workflow => {
-                return Err(kind_conflict(&t.gid, kind.as_str(), TransKind::Workflow))
+                return Err(kind_conflict(&t.gid, kind, TransKind::Workflow))
             }
             Created::Exists(..) => {}
         }
@@ -455,7 +451,7 @@ pub(crate) fn finished(t: &Trans, now: u64) {
 const RESUBMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// A call naming another `trans_type` than the one `gid` was created with.
-pub(crate) fn kind_conflict(gid: &str, stored: &str, named: TransKind) -> ServiceError {
+pub(crate) fn kind_conflict(gid: &str, stored: TransKind, named: TransKind) -> ServiceError {
     ServiceError::Invalid(format!(
         "{gid} is a {stored} transaction, not {named}: trans_type must match the stored one"
     ))

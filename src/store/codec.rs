@@ -303,6 +303,18 @@ pub(crate) fn first_text(rest: &[Value]) -> Result<String, DecodeError> {
     Ok(rest.first().map(text).transpose()?.unwrap_or_default())
 }
 
+/// The first extra value of a script reply as a status.
+pub(crate) fn first_status(rest: &[Value]) -> Result<GlobalStatus, DecodeError> {
+    let v = first_text(rest)?;
+    GlobalStatus::parse(&v).ok_or_else(|| bad(format!("status {v:?}")))
+}
+
+/// The first extra value of a script reply as a kind.
+pub(crate) fn first_kind(rest: &[Value]) -> Result<TransKind, DecodeError> {
+    let v = first_text(rest)?;
+    TransKind::parse(&v).ok_or_else(|| bad(format!("kind {v:?}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 use super::codec::DecodeError;
+use crate::domain::{GlobalStatus, TransKind};
 
 /// Why a store call did not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -18,9 +19,17 @@ pub enum StoreError {
     #[error("status is '{actual}', expected '{expected}'")]
     Conflict {
         /// What the caller expected.
-        expected: String,
+        expected: GlobalStatus,
         /// What Redis holds.
-        actual: String,
+        actual: GlobalStatus,
+    },
+    /// A KV entry is not at the expected version: someone else wrote it.
+    #[error("version is {actual}, expected {expected}")]
+    VersionConflict {
+        /// What the caller expected.
+        expected: u64,
+        /// What Redis holds.
+        actual: u64,
     },
     /// The lease was taken over by another epoch.
     #[error("lease lost: the epoch is now {0}")]
@@ -33,12 +42,12 @@ pub enum StoreError {
     BranchConflict(String),
     /// The transaction is of another kind than the call named.
     #[error("the transaction is a {0} transaction")]
-    KindConflict(String),
+    KindConflict(TransKind),
     /// The change would pass a limit of one transaction.
-    #[error("the transaction would hold too many {what} (it holds {held})")]
+    #[error("the transaction would hold too many {what:?} (it holds {held})")]
     Limit {
-        /// `rows` or `bytes`.
-        what: String,
+        /// Which limit.
+        what: LimitKind,
         /// How many it holds now.
         held: u64,
     },
@@ -73,6 +82,15 @@ impl From<RedisError> for StoreError {
             StoreError::Redis(e.to_string())
         }
     }
+}
+
+/// The limit of one transaction a change would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// Branch rows (`trans.max_branches`).
+    Rows,
+    /// Payload bytes (`trans.max_payload_bytes`).
+    Bytes,
 }
 
 /// Why dtx cannot start on this Redis; each message names the fix.

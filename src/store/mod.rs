@@ -20,7 +20,7 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 use redis::Value;
 
-pub use error::{StartError, StoreError};
+pub use error::{LimitKind, StartError, StoreError};
 pub use keys::{Keys, TransKeys};
 use scripts::Scripts;
 pub use types::{Claim, Created, Cursor, KvEntry, Leased, ListFilter, Record, Schedule};

@@ -227,7 +227,7 @@ async fn record_refuses_stale_epoch_lost_cas_and_bad_rows_without_writing() {
         )
         .await;
     assert!(
-        matches!(&lost, Err(StoreError::Conflict { actual, .. }) if actual == "submitted"),
+        matches!(&lost, Err(StoreError::Conflict { actual, .. }) if *actual == GlobalStatus::Submitted),
         "{lost:?}"
     );
     let bad_row = vec![(
@@ -439,7 +439,7 @@ async fn transition_takes_over_with_a_new_epoch_or_refuses_without_writing() {
         )
         .await;
     assert!(
-        matches!(&lost, Err(StoreError::Conflict { actual, .. }) if actual == "prepared"),
+        matches!(&lost, Err(StoreError::Conflict { actual, .. }) if *actual == GlobalStatus::Prepared),
         "{lost:?}"
     );
     let unknown = st
@@ -468,7 +468,7 @@ async fn transition_takes_over_with_a_new_epoch_or_refuses_without_writing() {
         )
         .await;
     assert!(
-        matches!(&other_kind, Err(StoreError::KindConflict(k)) if k == "msg"),
+        matches!(&other_kind, Err(StoreError::KindConflict(k)) if *k == TransKind::Msg),
         "{other_kind:?}"
     );
     assert_eq!(
@@ -781,7 +781,7 @@ async fn register_branch_adds_numbered_rows_or_refuses_without_writing() {
         .register_branch("tcc1", TransKind::Xa, &rows3, &LIMITS, 3_000)
         .await;
     assert!(
-        matches!(&xa, Err(StoreError::KindConflict(k)) if k == "tcc"),
+        matches!(&xa, Err(StoreError::KindConflict(k)) if *k == TransKind::Tcc),
         "{xa:?}"
     );
     // 4 rows held, 6 allowed: two more fit, four do not
@@ -791,7 +791,13 @@ async fn register_branch_adds_numbered_rows_or_refuses_without_writing() {
         .register_branch("tcc1", TransKind::Tcc, &four, &LIMITS, 3_000)
         .await;
     assert!(
-        matches!(&rows_over, Err(StoreError::Limit { what, held: 4 }) if what == "rows"),
+        matches!(
+            &rows_over,
+            Err(StoreError::Limit {
+                what: dtx::store::LimitKind::Rows,
+                held: 4
+            })
+        ),
         "{rows_over:?}"
     );
     // 8 payload bytes held, 40 allowed
@@ -803,7 +809,13 @@ async fn register_branch_adds_numbered_rows_or_refuses_without_writing() {
         .register_branch("tcc1", TransKind::Tcc, &big, &LIMITS, 3_000)
         .await;
     assert!(
-        matches!(&bytes_over, Err(StoreError::Limit { what, held: 8 }) if what == "bytes"),
+        matches!(
+            &bytes_over,
+            Err(StoreError::Limit {
+                what: dtx::store::LimitKind::Bytes,
+                held: 8
+            })
+        ),
         "{bytes_over:?}"
     );
     assert_eq!(
@@ -829,7 +841,7 @@ async fn register_branch_adds_numbered_rows_or_refuses_without_writing() {
         .register_branch("tcc1", TransKind::Tcc, &rows3, &LIMITS, 3_000)
         .await;
     assert!(
-        matches!(&late, Err(StoreError::Conflict { actual, .. }) if actual == "submitted"),
+        matches!(&late, Err(StoreError::Conflict { actual, .. }) if *actual == GlobalStatus::Submitted),
         "{late:?}"
     );
     assert_eq!(snapshot(&redis, &p), before);
@@ -855,11 +867,11 @@ async fn kv_put_is_guarded_by_version() {
     let before = snapshot(&redis, &p);
     let stale = st.kv_put("topics", "t", 1, Some("[3]"), 3_000).await;
     assert!(
-        matches!(&stale, Err(StoreError::Conflict { actual, .. }) if actual == "2"),
+        matches!(&stale, Err(StoreError::VersionConflict { actual: 2, .. })),
         "{stale:?}"
     );
     let exists = st.kv_put("topics", "t", 0, Some("[3]"), 3_000).await;
-    assert!(matches!(exists, Err(StoreError::Conflict { .. })));
+    assert!(matches!(exists, Err(StoreError::VersionConflict { .. })));
     let missing = st.kv_put("topics", "u", 4, Some("[3]"), 3_000).await;
     assert!(matches!(missing, Err(StoreError::NotFound)));
     assert_eq!(

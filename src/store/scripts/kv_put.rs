@@ -1,6 +1,6 @@
 //! The wrapper of `lua/kv_put.lua`.
 
-use crate::store::codec::{first_text, int, split_reply, unexpected, ScriptCode};
+use crate::store::codec::{int, split_reply, unexpected, ScriptCode};
 use crate::store::{Store, StoreError};
 
 impl Store {
@@ -30,9 +30,9 @@ impl Store {
         match code {
             ScriptCode::Ok => Ok(rest.first().map(int).transpose()?.unwrap_or(0) as u64),
             ScriptCode::NotFound => Err(StoreError::NotFound),
-            ScriptCode::Conflict => Err(StoreError::Conflict {
-                expected: expected.to_string(),
-                actual: first_text(rest)?,
+            ScriptCode::Conflict => Err(StoreError::VersionConflict {
+                expected,
+                actual: rest.first().map(int).transpose()?.unwrap_or(0) as u64,
             }),
             other => Err(unexpected("kv_put", other)),
         }

@@ -1,7 +1,7 @@
 //! The wrapper of `lua/record.lua`.
 
 use crate::domain::GlobalStatus;
-use crate::store::codec::{first_text, int, split_reply, unexpected, ScriptCode};
+use crate::store::codec::{first_status, first_text, int, split_reply, unexpected, ScriptCode};
 use crate::store::{Record, Schedule, Store, StoreError};
 
 impl Store {
@@ -55,8 +55,8 @@ impl Store {
                 rest.first().map(int).transpose()?.unwrap_or(0) as u64,
             )),
             ScriptCode::Conflict => Err(StoreError::Conflict {
-                expected: expected.as_str().to_owned(),
-                actual: first_text(rest)?,
+                expected,
+                actual: first_status(rest)?,
             }),
             ScriptCode::BranchConflict => Err(StoreError::BranchConflict(first_text(rest)?)),
             other => Err(unexpected("record", other)),

@@ -1,8 +1,10 @@
 //! The wrapper of `lua/register_branch.lua`.
 
 use crate::domain::{GlobalStatus, TransKind};
-use crate::store::codec::{first_text, int, split_reply, unexpected, ScriptCode};
-use crate::store::{Store, StoreError};
+use crate::store::codec::{
+    first_kind, first_status, first_text, int, split_reply, unexpected, ScriptCode,
+};
+use crate::store::{LimitKind, Store, StoreError};
 
 impl Store {
     /// `lua/register_branch.lua`: adds `rows` to the prepared transaction
@@ -35,14 +37,22 @@ impl Store {
         match code {
             ScriptCode::Ok => Ok(()),
             ScriptCode::NotFound => Err(StoreError::NotFound),
-            ScriptCode::KindConflict => Err(StoreError::KindConflict(first_text(rest)?)),
+            ScriptCode::KindConflict => Err(StoreError::KindConflict(first_kind(rest)?)),
             ScriptCode::Conflict => Err(StoreError::Conflict {
-                expected: GlobalStatus::Prepared.as_str().to_owned(),
-                actual: first_text(rest)?,
+                expected: GlobalStatus::Prepared,
+                actual: first_status(rest)?,
             }),
             ScriptCode::BranchConflict => Err(StoreError::BranchConflict(first_text(rest)?)),
             ScriptCode::Limit => Err(StoreError::Limit {
-                what: first_text(rest)?,
+                what: match first_text(rest)?.as_str() {
+                    "rows" => LimitKind::Rows,
+                    "bytes" => LimitKind::Bytes,
+                    other => {
+                        return Err(
+                            crate::store::codec::DecodeError(format!("limit {other:?}")).into()
+                        )
+                    }
+                },
                 held: rest.get(1).map(int).transpose()?.unwrap_or_default() as u64,
             }),
             other => Err(unexpected("register_branch", other)),

@@ -2,7 +2,7 @@
 
 use crate::domain::{GlobalStatus, TransKind};
 use crate::store::codec::{
-    decode_trans, first_text, int, split_reply, unexpected, DecodeError, ScriptCode,
+    decode_trans, first_kind, first_status, int, split_reply, unexpected, DecodeError, ScriptCode,
 };
 use crate::store::{Leased, Store, StoreError};
 
@@ -60,10 +60,10 @@ impl Store {
                 })
             }
             ScriptCode::NotFound => Err(StoreError::NotFound),
-            ScriptCode::KindConflict => Err(StoreError::KindConflict(first_text(rest)?)),
+            ScriptCode::KindConflict => Err(StoreError::KindConflict(first_kind(rest)?)),
             ScriptCode::Conflict => Err(StoreError::Conflict {
-                expected: expected.as_str().to_owned(),
-                actual: first_text(rest)?,
+                expected,
+                actual: first_status(rest)?,
             }),
             other => Err(unexpected("transition", other)),
         }
