@@ -16,8 +16,8 @@ use futures_util::future::join_all;
 use tracing::{debug, warn};
 
 use crate::domain::{
-    deadline, next, plan_shaped, settle, BranchStatus, Event, GlobalStatus, Op, Outcome, Plan,
-    Settled, Shape, Trans, TransKind,
+    next, plan_shaped, retry_at, settle, unfinished, BranchStatus, Event, GlobalStatus, Outcome,
+    Plan, Settled, Shape, Trans, TransKind, Unfinished,
 };
 use crate::engine::Engine;
 use crate::store::{Record, Schedule, StoreError};
@@ -334,21 +334,17 @@ impl Pass<'_> {
                 }
                 Settled::Later { backoff } => {
                     debug!(gid = %self.t.gid, branch = %field, outcome = ?outcome, "branch not done");
-                    let limit = self.t.opts.retry_limit;
-                    let saga_action =
-                        self.t.kind == TransKind::Saga && self.t.branches[i].op == Op::Action;
                     self.last_error = Some(outcome);
                     self.last_url = self.t.branches[i].url.clone();
                     self.last_field = field.clone();
-                    if saga_action && limit > 0 {
-                        let used = self.retries.entry(i).or_insert(0);
-                        if *used < limit {
+                    let used = self.retries.entry(i).or_insert(0);
+                    match unfinished(&self.t, i, *used) {
+                        Unfinished::RetryNow => {
                             *used += 1;
                             continue;
                         }
-                        give_up = Some(format!(
-                            "RetryCount is greater than RetryLimit, RetryLimit: {limit}"
-                        ));
+                        Unfinished::GiveUp(reason) => give_up = Some(reason),
+                        Unfinished::Later => {}
                     }
                     self.deferred.insert(i, backoff);
                 }
@@ -420,17 +416,7 @@ impl Pass<'_> {
             self.t.attempt = 0;
             policy.base_for(interval)
         };
-        let now = self.engine.now_ms();
-        let mut at = now + delay;
-        // a submitted saga with a timeout is looked at again when it times
-        // out (once aborting, the timeout no longer matters)
-        if self.t.kind == TransKind::Saga
-            && self.t.status == GlobalStatus::Submitted
-            && self.t.opts.timeout_to_fail > 0
-        {
-            at = at.min(deadline(self.t.create_ms, self.t.opts.timeout_to_fail));
-        }
-        let at = at.max(now);
+        let at = retry_at(&self.t, self.engine.now_ms(), delay);
         let mut fields = vec![("attempt", self.t.attempt.to_string())];
         if let Some(error) = self.last_error_text() {
             // what the console shows for a transaction that keeps retrying

@@ -21,6 +21,9 @@ pub use build::{
 pub use model::{
     Branch, BranchStatus, GlobalStatus, Op, SagaCustom, Trans, TransKind, TransOptions,
 };
-pub use plan::{deadline, plan, plan_shaped, settle, Outcome, Plan, Settled, Shape};
+pub use plan::{
+    deadline, plan, plan_shaped, retry_at, settle, unfinished, Outcome, Plan, Settled, Shape,
+    Unfinished,
+};
 pub use retry::{Policy, RetryPolicy};
 pub use transition::{mermaid, next, Event, InvalidTransition};

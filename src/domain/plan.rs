@@ -279,6 +279,51 @@ fn plan_saga(t: &Trans, shape: &Shape, now_ms: u64) -> Plan {
     }
 }
 
+/// What becomes of a branch row that did not finish, given the immediate
+/// retries its pass already used on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unfinished {
+    /// Call it again in this pass (a saga action within `retry_limit`).
+    RetryNow,
+    /// Call it again in a later pass.
+    Later,
+    /// A saga action used up `retry_limit`: roll the saga back with this
+    /// reason.
+    GiveUp(String),
+}
+
+/// The retry budget of row `idx` of `t` after `used` immediate retries in
+/// this pass: only a saga action with a `retry_limit` is retried at once,
+/// and past the limit the saga gives up.
+pub fn unfinished(t: &Trans, idx: usize, used: i64) -> Unfinished {
+    let limit = t.opts.retry_limit;
+    let saga_action = t.kind == TransKind::Saga && t.branches[idx].op == Op::Action;
+    if !saga_action || limit <= 0 {
+        Unfinished::Later
+    } else if used < limit {
+        Unfinished::RetryNow
+    } else {
+        Unfinished::GiveUp(format!(
+            "RetryCount is greater than RetryLimit, RetryLimit: {limit}"
+        ))
+    }
+}
+
+/// When a pass that ends with rows still to do, at `now_ms`, after a
+/// `delay_ms` backoff, looks at `t` again: a submitted saga with a timeout
+/// is looked at again when it times out, if that comes first (once
+/// aborting, the timeout no longer matters).
+pub fn retry_at(t: &Trans, now_ms: u64, delay_ms: u64) -> u64 {
+    let mut at = now_ms.saturating_add(delay_ms);
+    if t.kind == TransKind::Saga
+        && t.status == GlobalStatus::Submitted
+        && t.opts.timeout_to_fail > 0
+    {
+        at = at.min(deadline(t.create_ms, t.opts.timeout_to_fail));
+    }
+    at.max(now_ms)
+}
+
 /// `timeout_s` seconds after `start_ms`, saturating.
 pub fn deadline(start_ms: u64, timeout_s: i64) -> u64 {
     start_ms.saturating_add((timeout_s.max(0) as u64).saturating_mul(1000))
@@ -584,6 +629,41 @@ mod tests {
             &crate::domain::build::TEST_LIMITS,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn saga_actions_spend_their_retry_limit_then_give_up() {
+        let mut t = saga(2, "");
+        let action = t.branches.iter().position(|b| b.op == Op::Action).unwrap();
+        let compensate = t
+            .branches
+            .iter()
+            .position(|b| b.op == Op::Compensate)
+            .unwrap();
+        assert_eq!(unfinished(&t, action, 0), Unfinished::Later, "no limit set");
+        t.opts.retry_limit = 2;
+        assert_eq!(unfinished(&t, action, 0), Unfinished::RetryNow);
+        assert_eq!(unfinished(&t, action, 1), Unfinished::RetryNow);
+        assert!(
+            matches!(unfinished(&t, action, 2), Unfinished::GiveUp(r) if r.contains("RetryLimit: 2"))
+        );
+        // compensations are never given up on
+        assert_eq!(unfinished(&t, compensate, 5), Unfinished::Later);
+    }
+
+    #[test]
+    fn a_saga_timeout_comes_before_a_longer_backoff() {
+        let mut t = saga(1, "");
+        assert_eq!(retry_at(&t, 2_000, 5_000), 7_000);
+        // created at 1 000 with a 3 s timeout: looked at again at 4 000
+        t.opts.timeout_to_fail = 3;
+        assert_eq!(retry_at(&t, 2_000, 5_000), 4_000);
+        assert_eq!(retry_at(&t, 2_000, 1_000), 3_000, "the backoff is sooner");
+        // past the deadline: at once, never in the past
+        assert_eq!(retry_at(&t, 9_000, 5_000), 9_000);
+        // aborting: the timeout no longer matters
+        t.status = GlobalStatus::Aborting;
+        assert_eq!(retry_at(&t, 2_000, 5_000), 7_000);
     }
 
     #[test]
