@@ -7,6 +7,7 @@
 
 mod allow;
 mod build;
+mod decide;
 mod model;
 mod plan;
 mod retry;
@@ -18,6 +19,7 @@ pub use build::{
     BranchInput, Limits, NewTrans, NewTransInput, ValidationError, MAX_RETRY_LIMIT, MAX_SECONDS,
     MAX_STEPS,
 };
+pub use decide::{decide, Command, Decision, Refusal, Then};
 pub use model::{
     Branch, BranchStatus, GlobalStatus, Op, SagaCustom, Trans, TransKind, TransOptions,
 };

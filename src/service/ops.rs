@@ -6,7 +6,7 @@ use tracing::info;
 
 use super::trans::{finished, kind_conflict};
 use super::{Service, ServiceError, ServiceResult};
-use crate::domain::{build_registered, next, validate_gid, Event, TransKind};
+use crate::domain::{build_registered, decide, validate_gid, Command, Decision, TransKind};
 use crate::store::{LimitKind, StoreError};
 
 /// A `registerBranch` call: the flat string fields clients send
@@ -77,7 +77,8 @@ impl Service {
                 engine.store.load(gid).await?.ok_or_else(|| {
                     ServiceError::NotFound(format!("no transaction with gid {gid}"))
                 })?;
-            let Ok(to) = next(t.kind, t.status, Event::ForceStop) else {
+            let Ok(Decision { expected, to, .. }) = decide(t.kind, t.status, Command::ForceStop)
+            else {
                 return Err(ServiceError::Failure(format!(
                     "global transaction force stop error. status: {}. error: FAILURE",
                     t.status
@@ -90,7 +91,7 @@ impl Service {
                 .transition(
                     &t.gid,
                     None,
-                    t.status,
+                    expected,
                     to,
                     now,
                     None,

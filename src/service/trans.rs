@@ -6,7 +6,8 @@ use tracing::info;
 
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
-    build_new, next, validate_gid, Event, GlobalStatus, NewTransInput, Outcome, Trans, TransKind,
+    build_new, decide, validate_gid, Command, GlobalStatus, NewTransInput, Outcome, Then, Trans,
+    TransKind,
 };
 use crate::drive::{DriveEnd, DriveReport};
 use crate::store::{Created, StoreError};
@@ -174,10 +175,11 @@ impl Service {
         lease_until: u64,
     ) -> Result<tokio::task::JoinHandle<DriveReport>, StoreError> {
         let engine = &self.engine;
-        // the table's answer for a prepared one (submit refuses workflows,
-        // the one kind the table does not submit)
-        let to = next(kind, GlobalStatus::Prepared, Event::Submit)
-            .map_err(|e| StoreError::Redis(e.to_string()))?;
+        // the decision for a prepared one (submit refuses workflows, the one
+        // kind the table does not submit)
+        let to = decide(kind, GlobalStatus::Prepared, Command::Submit(kind))
+            .map_err(|r| StoreError::Redis(format!("submit of a prepared {kind}: {r:?}")))?
+            .to;
         let leased = engine
             .store
             .transition(
@@ -272,9 +274,9 @@ impl Service {
     pub async fn submit_workflow(&self, body: WorkflowOutcome) -> ServiceResult {
         validate_gid(&body.gid, self.limits.max_gid_len)?;
         let extra = &body.req_extra;
-        let (event, time_field) = match extra.get("status").map(String::as_str) {
-            Some("succeed") => (Event::ClientSucceeded, "finish_ms"),
-            Some("failed") => (Event::ClientFailed, "rollback_ms"),
+        let (succeeded, time_field) = match extra.get("status").map(String::as_str) {
+            Some("succeed") => (true, "finish_ms"),
+            Some("failed") => (false, "rollback_ms"),
             other => {
                 return Err(ServiceError::Invalid(format!(
                     "workflow submit needs req_extra.status succeed or failed, got {other:?}"
@@ -289,8 +291,11 @@ impl Service {
                 fields.push((field, v.clone()));
             }
         }
-        let to = next(TransKind::Workflow, GlobalStatus::Prepared, event)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        // the store checks the expected status and kind atomically
+        let outcome = Command::WorkflowOutcome { succeeded };
+        let to = decide(TransKind::Workflow, GlobalStatus::Prepared, outcome)
+            .map_err(|r| ServiceError::Internal(format!("workflow outcome: {r:?}")))?
+            .to;
         match engine
             .store
             .transition(
@@ -373,23 +378,21 @@ impl Service {
                 body.kind, t.status
             )))
         };
-        // the kind of a gid never changes; the script checks it again
-        if requested != t.kind {
-            return refuse();
-        }
         // the table decides: a prepared msg fails at once, a tcc or xa
-        // rolls back; anything else cannot be aborted
-        let Ok(to) = next(t.kind, t.status, Event::Abort) else {
+        // rolls back; anything else, or another kind, cannot be aborted
+        // (the script checks status and kind again)
+        let Ok(d) = decide(t.kind, t.status, Command::Abort(requested)) else {
             return refuse();
         };
-        if to.is_final() {
+        let to = d.to;
+        if d.then == Then::Finish {
             let fields = [("rollback_ms", now.to_string())];
             return match engine
                 .store
                 .transition(
                     &t.gid,
                     Some(t.kind),
-                    t.status,
+                    d.expected,
                     to,
                     now,
                     None,
@@ -417,7 +420,7 @@ impl Service {
             .transition(
                 &t.gid,
                 Some(t.kind),
-                t.status,
+                d.expected,
                 to,
                 now,
                 Some(lease_until),
