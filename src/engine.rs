@@ -34,6 +34,14 @@ pub struct Engine {
     pub lease_ms: u64,
     /// Alert webhook.
     pub alert: AlertSettings,
+    /// What the claim loop, the passes and the drain coordinate through.
+    pub(crate) run: RunState,
+}
+
+/// The state of running work: the scheduler's settings, the passes under
+/// way, the claim loop's wake-up, and the shutdown signals. Only the
+/// scheduler and the passes touch it, through [`Engine`]'s methods.
+pub(crate) struct RunState {
     pub(crate) settings: SchedulerSettings,
     pub(crate) wake: Notify,
     /// Earliest due time known to this replica, ms (`u64::MAX`: none).
@@ -54,8 +62,8 @@ pub(crate) struct ActiveGuard<'a>(pub(crate) &'a Engine);
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.0.idle.notify_waiters();
+        if self.0.run.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.run.idle.notify_waiters();
         }
     }
 }
@@ -79,15 +87,17 @@ impl Engine {
             owner,
             lease_ms: settings.lease_ms,
             alert,
-            settings,
-            wake: Notify::new(),
-            earliest: AtomicU64::new(u64::MAX),
-            active: AtomicUsize::new(0),
-            idle: Notify::new(),
-            waiters: Mutex::new(HashMap::new()),
-            tracker: TaskTracker::new(),
-            stop_claiming: CancellationToken::new(),
-            hard_stop: CancellationToken::new(),
+            run: RunState {
+                settings,
+                wake: Notify::new(),
+                earliest: AtomicU64::new(u64::MAX),
+                active: AtomicUsize::new(0),
+                idle: Notify::new(),
+                waiters: Mutex::new(HashMap::new()),
+                tracker: TaskTracker::new(),
+                stop_claiming: CancellationToken::new(),
+                hard_stop: CancellationToken::new(),
+            },
         }
     }
 
@@ -98,28 +108,28 @@ impl Engine {
 
     /// Whether this replica is shutting down (readiness is then 503).
     pub fn draining(&self) -> bool {
-        self.stop_claiming.is_cancelled()
+        self.run.stop_claiming.is_cancelled()
     }
 
     /// Whether passes must hand their leases back now.
     pub fn stopping(&self) -> bool {
-        self.hard_stop.is_cancelled()
+        self.run.hard_stop.is_cancelled()
     }
 
     /// Completes when passes must hand their leases back.
     pub fn hard_stop(&self) -> WaitForCancellationFuture<'_> {
-        self.hard_stop.cancelled()
+        self.run.hard_stop.cancelled()
     }
 
     /// Transactions being driven by this replica now.
     pub fn active(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
+        self.run.active.load(Ordering::Relaxed)
     }
 
     /// Completes once no pass runs (tests wait on it instead of sleeping).
     pub async fn settled(&self) {
         loop {
-            let idle = self.idle.notified();
+            let idle = self.run.idle.notified();
             if self.active() == 0 {
                 return;
             }
@@ -130,7 +140,7 @@ impl Engine {
     /// A signal woken when a pass of `gid` on this replica ends; hold it
     /// while waiting.
     pub fn watch(&self, gid: &str) -> Arc<Notify> {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waiters = self.run.waiters.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = waiters.get(gid).and_then(Weak::upgrade) {
             return n;
         }
@@ -144,7 +154,7 @@ impl Engine {
 
     /// Wakes whoever waits for a pass of `gid` to end.
     pub(crate) fn pass_ended(&self, gid: &str) {
-        let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let waiters = self.run.waiters.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = waiters.get(gid).and_then(Weak::upgrade) {
             n.notify_waiters();
         }
@@ -152,14 +162,14 @@ impl Engine {
 
     /// Tells the claim loop that something is due at `at_ms`.
     pub fn note_due(&self, at_ms: u64) {
-        let before = self.earliest.fetch_min(at_ms, Ordering::Relaxed);
+        let before = self.run.earliest.fetch_min(at_ms, Ordering::Relaxed);
         if at_ms < before {
-            self.wake.notify_one();
+            self.run.wake.notify_one();
         }
     }
 
     /// Runs `work` (an alert, say) in a task the drain waits for.
     pub fn spawn_background(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.tracker.spawn(work);
+        self.run.tracker.spawn(work);
     }
 }

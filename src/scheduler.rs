@@ -42,9 +42,9 @@ impl Engine {
         epoch: u64,
         lease_until: u64,
     ) -> JoinHandle<DriveReport> {
-        self.active.fetch_add(1, Ordering::Relaxed);
+        self.run.active.fetch_add(1, Ordering::Relaxed);
         let engine = Arc::clone(self);
-        self.tracker.spawn(async move {
+        self.run.tracker.spawn(async move {
             let _guard = ActiveGuard(&engine);
             engine.pass(t, epoch, lease_until).await
         })
@@ -64,9 +64,9 @@ impl Engine {
     /// list, counted in `dtx_trans_set_aside_total`); one that cannot be
     /// read now is claimed again when its lease ends.
     fn spawn_claimed(self: &Arc<Self>, gid: String, epoch: u64, lease_until: u64) {
-        self.active.fetch_add(1, Ordering::Relaxed);
+        self.run.active.fetch_add(1, Ordering::Relaxed);
         let engine = Arc::clone(self);
-        self.tracker.spawn(async move {
+        self.run.tracker.spawn(async move {
             let _guard = ActiveGuard(&engine);
             match engine.store.load(&gid).await {
                 Ok(Some(t)) => {
@@ -96,7 +96,7 @@ impl Engine {
     /// Looks at every shard once and starts a pass for every transaction
     /// it claims.
     pub async fn tick_once(self: &Arc<Self>) -> TickOutcome {
-        let capacity = self.settings.max_active.saturating_sub(self.active());
+        let capacity = self.run.settings.max_active.saturating_sub(self.active());
         if capacity == 0 {
             return TickOutcome {
                 claimed: 0,
@@ -105,10 +105,10 @@ impl Engine {
         }
         // share the room between the shards, so one look cannot overshoot it
         let shards = self.store.keys().shards() as usize;
-        let batch = self.settings.claim_batch.min(capacity.div_ceil(shards));
+        let batch = self.run.settings.claim_batch.min(capacity.div_ceil(shards));
         let now = self.now_ms();
         let lease_until = now + self.lease_ms;
-        self.earliest.store(u64::MAX, Ordering::Relaxed);
+        self.run.earliest.store(u64::MAX, Ordering::Relaxed);
         let shards = self.store.keys().shards();
         let claims = join_all((0..shards).map(|shard| {
             self.store
@@ -130,7 +130,7 @@ impl Engine {
                         self.spawn_claimed(gid, epoch, lease_until);
                     }
                     if let Some(next) = claim.next_due {
-                        self.earliest.fetch_min(next, Ordering::Relaxed);
+                        self.run.earliest.fetch_min(next, Ordering::Relaxed);
                     }
                 }
                 Err(e) => warn!(shard, error = %e, "claiming due transactions failed"),
@@ -141,26 +141,26 @@ impl Engine {
 
     /// The claim loop; returns once [`Engine::drain`] has begun.
     pub async fn run_claim_loop(self: Arc<Self>) {
-        let recheck = self.settings.recheck_ms;
-        while !self.stop_claiming.is_cancelled() {
+        let recheck = self.run.settings.recheck_ms;
+        while !self.run.stop_claiming.is_cancelled() {
             let outcome = self.tick_once().await;
             if outcome.more {
-                if self.active() >= self.settings.max_active {
+                if self.active() >= self.run.settings.max_active {
                     // full: wait a little for passes to end
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                        _ = self.stop_claiming.cancelled() => break,
+                        _ = self.run.stop_claiming.cancelled() => break,
                     }
                 }
                 continue;
             }
             let now = self.now_ms();
-            let earliest = self.earliest.load(Ordering::Relaxed);
+            let earliest = self.run.earliest.load(Ordering::Relaxed);
             let wait = earliest.saturating_sub(now).min(recheck);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                _ = self.wake.notified() => {}
-                _ = self.stop_claiming.cancelled() => break,
+                _ = self.run.wake.notified() => {}
+                _ = self.run.stop_claiming.cancelled() => break,
             }
         }
     }
@@ -172,7 +172,7 @@ impl Engine {
     pub async fn run_maintenance(self: Arc<Self>) {
         const BATCH: usize = 1000;
         let retention = self.store.finished_ttl_ms();
-        while !self.stop_claiming.is_cancelled() {
+        while !self.run.stop_claiming.is_cancelled() {
             let cutoff = self.now_ms().saturating_sub(retention);
             let mut full = false;
             let now = self.now_ms();
@@ -190,7 +190,7 @@ impl Engine {
             let pause = if full { 10 } else { 1000 };
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
-                _ = self.stop_claiming.cancelled() => break,
+                _ = self.run.stop_claiming.cancelled() => break,
             }
         }
     }
@@ -198,17 +198,17 @@ impl Engine {
     /// First step of a graceful stop: claim nothing more; readiness turns
     /// 503. The API keeps serving until [`Engine::drain`].
     pub fn begin_drain(&self) {
-        self.stop_claiming.cancel();
+        self.run.stop_claiming.cancel();
     }
 
     /// Graceful stop: claim nothing more, let passes in flight finish for up
     /// to `drain_timeout_ms`, then make the rest hand their leases back (due
     /// now) so another replica resumes them at once.
     pub async fn drain(&self) {
-        self.stop_claiming.cancel();
-        self.tracker.close();
-        let deadline = Duration::from_millis(self.settings.drain_timeout_ms);
-        if tokio::time::timeout(deadline, self.tracker.wait())
+        self.run.stop_claiming.cancel();
+        self.run.tracker.close();
+        let deadline = Duration::from_millis(self.run.settings.drain_timeout_ms);
+        if tokio::time::timeout(deadline, self.run.tracker.wait())
             .await
             .is_err()
         {
@@ -216,8 +216,8 @@ impl Engine {
                 active = self.active(),
                 "drain deadline reached; handing leases back"
             );
-            self.hard_stop.cancel();
-            if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
+            self.run.hard_stop.cancel();
+            if tokio::time::timeout(Duration::from_secs(5), self.run.tracker.wait())
                 .await
                 .is_err()
             {
