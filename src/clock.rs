@@ -10,6 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct Clock {
     offset_ms: AtomicI64,
     manual: bool,
+    /// Woken when a manual clock is moved.
+    moved: tokio::sync::Notify,
 }
 
 impl Clock {
@@ -24,6 +26,7 @@ impl Clock {
         Self {
             offset_ms: AtomicI64::new(start_ms as i64),
             manual: true,
+            moved: tokio::sync::Notify::new(),
         }
     }
 
@@ -43,5 +46,23 @@ impl Clock {
     /// Moves this clock by `ms` (tests only; production never calls it).
     pub fn shift(&self, ms: i64) {
         self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+        self.moved.notify_waiters();
+    }
+
+    /// Completes once this clock reads `at_ms` or later: a timer on the
+    /// system clock, and on a manual one, whenever it is moved that far.
+    pub async fn sleep_until(&self, at_ms: u64) {
+        if !self.manual {
+            let now = self.now_ms();
+            tokio::time::sleep(std::time::Duration::from_millis(at_ms.saturating_sub(now))).await;
+            return;
+        }
+        loop {
+            let moved = self.moved.notified();
+            if self.now_ms() >= at_ms {
+                return;
+            }
+            moved.await;
+        }
     }
 }

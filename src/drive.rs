@@ -158,7 +158,7 @@ impl Lease {
                     self.release(engine, t, engine.now_ms()).await?;
                     return Err(Interrupted::Stopped);
                 }
-                _ = tokio::time::sleep(Duration::from_millis(renew_at - now)) => {}
+                _ = engine.clock.sleep_until(renew_at) => {}
                 out = &mut work => return Ok(out),
             }
         }

@@ -158,7 +158,7 @@ impl Engine {
             let earliest = self.run.earliest.load(Ordering::Relaxed);
             let wait = earliest.saturating_sub(now).min(recheck);
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                _ = self.clock.sleep_until(now + wait) => {}
                 _ = self.run.wake.notified() => {}
                 _ = self.run.stop_claiming.cancelled() => break,
             }

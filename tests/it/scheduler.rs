@@ -244,3 +244,66 @@ async fn retries_back_off_doubling_up_to_the_cap() {
     }
     assert_eq!(status(&s, &g).await, "succeed");
 }
+
+/// Yields until `cond` holds; panics after 5 s of real time.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::task::yield_now().await;
+    }
+}
+
+fn due_score(redis: &RedisServer, s: &Stage, gid: &str) -> Option<f64> {
+    let store = &s.engine.store;
+    redis::cmd("ZSCORE")
+        .arg(store.keys().due(store.keys().shard_of(gid)))
+        .arg(gid)
+        .query(&mut redis.conn())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_long_branch_call_renews_the_lease_before_half_of_it_is_gone() {
+    let redis = RedisServer::start();
+    let s = stage_with(&redis, |s| s.scheduler.lease_ms = 1000).await;
+    let b = Branches::start().await;
+    b.set_default("a1", Reply::Slow(300));
+    let g = gid("renewed");
+    let saga = input(&g, TransKind::Saga, &[(&b.url("a1"), &b.url("c1"))], "");
+    s.service.submit(saga).await.unwrap();
+    until("a1 is called", || !b.calls().is_empty()).await;
+    assert_eq!(due_score(&redis, &s, &g), Some((START_MS + 1000) as f64));
+    // past half the lease: the pass renews it while a1 still runs
+    s.clock.shift(600);
+    until("the lease is renewed", || {
+        due_score(&redis, &s, &g) == Some((START_MS + 1600) as f64)
+    })
+    .await;
+    // past the first expiry, nobody may take it over
+    s.clock.shift(500);
+    assert_eq!(s.engine.tick_once().await.claimed, 0);
+    s.engine.settled().await;
+    assert_eq!(b.paths_for(&g), ["a1"]);
+    assert_eq!(status(&s, &g).await, "succeed");
+}
+
+#[tokio::test]
+async fn the_claim_loop_wakes_at_the_earliest_due_time_it_knows() {
+    let redis = RedisServer::start();
+    // no periodic look: only the earliest due time can wake the loop
+    let s = stage_with(&redis, |s| s.scheduler.recheck_ms = 3_600_000).await;
+    let b = Branches::start().await;
+    let claims = tokio::spawn(Arc::clone(&s.engine).run_claim_loop());
+    let g = gid("woken");
+    let mut msg = input(&g, TransKind::Msg, &[(&b.url("step"), "")], &b.url("qp"));
+    msg.opts.timeout_to_fail = 10;
+    s.service.prepare(msg).await.unwrap();
+    s.clock.shift(10_000);
+    until("the check-back is called", || !b.paths_for(&g).is_empty()).await;
+    s.engine.settled().await;
+    until("the msg is done", || b.paths_for(&g).len() == 2).await;
+    assert_eq!(b.paths_for(&g), ["qp", "step"]);
+    s.engine.begin_drain();
+    claims.await.unwrap();
+}
