@@ -256,10 +256,11 @@ impl Caller {
         } else {
             self.default_timeout
         };
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        // the url crate lower-cases host names already
+        let host = url.host_str().unwrap_or_default();
         let host_key = match url.port_or_known_default() {
             Some(p) => format!("{host}:{p}"),
-            None => host,
+            None => host.to_owned(),
         };
         let method = if post { Method::POST } else { Method::GET };
         let mut builder = self

@@ -31,6 +31,24 @@ pub enum Event {
     ClientFailed,
 }
 
+impl Event {
+    /// Every event.
+    pub const ALL: [Event; 12] = [
+        Event::Submit,
+        Event::Abort,
+        Event::CheckBackConfirmed,
+        Event::CheckBackRefused,
+        Event::ActionFailed,
+        Event::TimedOut,
+        Event::RetryLimitExceeded,
+        Event::Completed,
+        Event::RolledBack,
+        Event::ForceStop,
+        Event::ClientSucceeded,
+        Event::ClientFailed,
+    ];
+}
+
 /// An event that does not apply to a transaction in its current status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("a {kind} transaction in status '{from}' cannot take event {event:?}")]
@@ -78,25 +96,11 @@ pub fn next(
 /// one line per (from, event, to) with the kinds it applies to. The block
 /// in `ARCHITECTURE.md` is this output; a test keeps them equal.
 pub fn mermaid() -> String {
-    const EVENTS: [Event; 12] = [
-        Event::Submit,
-        Event::Abort,
-        Event::CheckBackConfirmed,
-        Event::CheckBackRefused,
-        Event::ActionFailed,
-        Event::TimedOut,
-        Event::RetryLimitExceeded,
-        Event::Completed,
-        Event::RolledBack,
-        Event::ForceStop,
-        Event::ClientSucceeded,
-        Event::ClientFailed,
-    ];
     let mut out = String::from(
         "stateDiagram-v2\n    [*] --> prepared: prepare\n    [*] --> submitted: submit\n",
     );
     for from in GlobalStatus::ALL {
-        for event in EVENTS {
+        for event in Event::ALL {
             for to in GlobalStatus::ALL {
                 let kinds: Vec<&str> = TransKind::ALL
                     .into_iter()
@@ -124,22 +128,6 @@ pub fn mermaid() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every event, for tests.
-    const ALL_EVENTS: [Event; 12] = [
-        Event::Submit,
-        Event::Abort,
-        Event::CheckBackConfirmed,
-        Event::CheckBackRefused,
-        Event::ActionFailed,
-        Event::TimedOut,
-        Event::RetryLimitExceeded,
-        Event::Completed,
-        Event::RolledBack,
-        Event::ForceStop,
-        Event::ClientSucceeded,
-        Event::ClientFailed,
-    ];
 
     /// Every (kind, status, event) triple, against an independent listing
     /// of the allowed ones.
@@ -174,7 +162,7 @@ mod tests {
         ];
         for kind in TransKind::ALL {
             for from in GlobalStatus::ALL {
-                for event in ALL_EVENTS {
+                for event in Event::ALL {
                     let expected = allowed
                         .iter()
                         .find(|(k, f, e, _)| *k == kind && *f == from && *e == event)
@@ -211,7 +199,7 @@ mod tests {
     fn terminal_statuses_take_no_event() {
         for kind in TransKind::ALL {
             for from in [GlobalStatus::Succeed, GlobalStatus::Failed] {
-                for event in ALL_EVENTS {
+                for event in Event::ALL {
                     assert!(next(kind, from, event).is_err());
                 }
             }

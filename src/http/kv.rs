@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 use super::json::{query_map, rfc3339};
 use super::trans::{success, ApiResult};
 use super::{ApiError, AppState};
-use crate::service::check_name;
 use crate::store::KvEntry;
 
 pub(super) fn router() -> Router<AppState> {
@@ -57,14 +56,12 @@ async fn delete_topic(State(s): State<AppState>, Path(name): Path<String>) -> Ap
 async fn scan_kv(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult {
     let q = query_map(raw.as_deref());
     let cat = q.get("cat").cloned().unwrap_or_default();
-    check_name("cat", &cat)?;
     let limit: usize = match q.get("limit").map(|v| v.trim()).filter(|v| !v.is_empty()) {
         None => 100,
+        // the service checks the range
         Some(v) => v
             .parse()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to 1000, got {v:?}")))?,
+            .map_err(|_| ApiError::BadRequest(format!("limit must be 1 to 1000, got {v:?}")))?,
     };
     let position = q.get("position").cloned().unwrap_or_default();
     let (entries, more) = s.service.kv_scan(&cat, &position, limit).await?;
@@ -82,7 +79,6 @@ async fn scan_kv(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResul
 async fn query_kv(State(s): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult {
     let q = query_map(raw.as_deref());
     let cat = q.get("cat").cloned().unwrap_or_default();
-    check_name("cat", &cat)?;
     let key = q.get("key").cloned().unwrap_or_default();
     let entries = s.service.kv_query(&cat, &key).await?;
     Ok(Json(

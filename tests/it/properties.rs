@@ -247,28 +247,12 @@ fn random_and_mutated_input_never_panics_and_never_writes_when_refused() {
     drop(app);
 }
 
-/// Every event, to close the table over.
-const EVENTS: [Event; 12] = [
-    Event::Submit,
-    Event::Abort,
-    Event::CheckBackConfirmed,
-    Event::CheckBackRefused,
-    Event::ActionFailed,
-    Event::TimedOut,
-    Event::RetryLimitExceeded,
-    Event::Completed,
-    Event::RolledBack,
-    Event::ForceStop,
-    Event::ClientSucceeded,
-    Event::ClientFailed,
-];
-
 /// The statuses a `kind` transaction in `from` can reach by any events.
 fn reachable(kind: TransKind, from: GlobalStatus) -> BTreeSet<&'static str> {
     let mut seen = BTreeSet::from([from.as_str()]);
     let mut todo = vec![from];
     while let Some(s) = todo.pop() {
-        for e in EVENTS {
+        for e in Event::ALL {
             if let Ok(to) = next(kind, s, e) {
                 if seen.insert(to.as_str()) {
                     todo.push(to);

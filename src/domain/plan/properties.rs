@@ -5,16 +5,8 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::domain::{build_new, BranchInput, NewTransInput, RetryPolicy, TransOptions};
 
-const POLICY: Policy = Policy {
-    retry: RetryPolicy {
-        base_ms: 1000,
-        max_ms: 60_000,
-        jitter: 0.0,
-    },
-    timeout_to_fail_s: 35,
-};
+use super::tests::POLICY;
 
 /// A concurrent saga of `deps.len()` steps; step i depends on the
 /// steps in `deps[i]` (all lower, so there is no cycle).
@@ -24,28 +16,8 @@ fn saga(deps: &[Vec<usize>]) -> Trans {
         .enumerate()
         .map(|(i, d)| (i.to_string(), serde_json::json!(d)))
         .collect();
-    build_new(
-        NewTransInput {
-            gid: "p".into(),
-            kind: TransKind::Saga,
-            steps: (0..deps.len())
-                .map(|i| BranchInput {
-                    action: format!("http://s/a{i}"),
-                    compensate: format!("http://s/c{i}"),
-                })
-                .collect(),
-            payloads: vec!["{}".into(); deps.len()],
-            custom_data: serde_json::json!({"concurrent": true, "orders": orders}).to_string(),
-            query_prepared: String::new(),
-            protocol: String::new(),
-            opts: TransOptions::default(),
-            topics: Default::default(),
-        },
-        GlobalStatus::Submitted,
-        1_000,
-        &crate::domain::build::TEST_LIMITS,
-    )
-    .unwrap()
+    let custom = serde_json::json!({"concurrent": true, "orders": orders}).to_string();
+    super::tests::saga(deps.len(), &custom)
 }
 
 fn arb_saga() -> impl Strategy<Value = Vec<Vec<usize>>> {

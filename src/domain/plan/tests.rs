@@ -3,7 +3,7 @@
 use super::*;
 use crate::domain::{build_new, BranchInput, NewTransInput, RetryPolicy, TransOptions};
 
-const POLICY: Policy = Policy {
+pub(super) const POLICY: Policy = Policy {
     retry: RetryPolicy {
         base_ms: 1000,
         max_ms: 60_000,
@@ -12,7 +12,7 @@ const POLICY: Policy = Policy {
     timeout_to_fail_s: 35,
 };
 
-fn saga(steps: usize, custom: &str) -> Trans {
+pub(super) fn saga(steps: usize, custom: &str) -> Trans {
     build_new(
         NewTransInput {
             gid: "g".into(),
