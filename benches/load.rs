@@ -839,7 +839,7 @@ async fn redis_ceiling(o: &Opts) {
         build_new, BranchInput, BranchStatus, GlobalStatus, Limits, NewTransInput, TransKind,
         TransOptions,
     };
-    use dtx::store::{Record, Schedule, Store};
+    use dtx::store::{Held, Record, Schedule, Stamp, Store};
     let redis = Redis::start(o.aof);
     let mut settings = dtx::Settings::load(None, |_| None).unwrap();
     settings.redis.url = redis.url();
@@ -911,7 +911,19 @@ async fn redis_ceiling(o: &Opts) {
                     schedule: Schedule::Finish,
                 };
                 store
-                    .record(&t.gid, now, 1, GlobalStatus::Submitted, now, "bench", &rec)
+                    .record(
+                        &Held {
+                            gid: &t.gid,
+                            create_ms: now,
+                            epoch: 1,
+                            status: GlobalStatus::Submitted,
+                        },
+                        Stamp {
+                            owner: "bench",
+                            now_ms: now,
+                        },
+                        &rec,
+                    )
                     .await
                     .unwrap();
                 done.fetch_add(1, Ordering::Relaxed);

@@ -20,7 +20,7 @@ use crate::domain::{
     Plan, Settled, Shape, Trans, TransKind, Unfinished,
 };
 use crate::engine::Engine;
-use crate::store::{Record, Schedule, StoreError};
+use crate::store::{Held, Record, Schedule, StoreError};
 use crate::telemetry;
 
 /// How a pass ended.
@@ -98,12 +98,13 @@ impl Lease {
         match engine
             .store
             .record(
-                &t.gid,
-                t.create_ms,
-                self.epoch,
-                t.status,
-                now,
-                &engine.owner,
+                &Held {
+                    gid: &t.gid,
+                    create_ms: t.create_ms,
+                    epoch: self.epoch,
+                    status: t.status,
+                },
+                engine.stamp(now),
                 &rec,
             )
             .await

@@ -15,7 +15,7 @@ use crate::caller::Caller;
 use crate::clock::Clock;
 use crate::config::{AlertSettings, SchedulerSettings};
 use crate::domain::Policy;
-use crate::store::Store;
+use crate::store::{Stamp, Store};
 
 /// Everything a replica needs to drive transactions; shared by the API
 /// handlers and the claim loop.
@@ -104,6 +104,14 @@ impl Engine {
     /// Now, ms.
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// This replica writing at `now_ms`.
+    pub fn stamp(&self, now_ms: u64) -> Stamp<'_> {
+        Stamp {
+            owner: &self.owner,
+            now_ms,
+        }
     }
 
     /// Whether this replica is shutting down (readiness is then 503).

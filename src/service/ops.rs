@@ -7,7 +7,7 @@ use tracing::info;
 use super::trans::{finished, kind_conflict};
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{build_registered, decide, validate_gid, Command, Decision, TransKind};
-use crate::store::{LimitKind, StoreError};
+use crate::store::{LimitKind, Move, StoreError};
 
 /// A `registerBranch` call: the flat string fields clients send
 /// (contract §3.3).
@@ -89,14 +89,15 @@ impl Service {
             match engine
                 .store
                 .transition(
-                    &t.gid,
-                    None,
-                    expected,
-                    to,
-                    now,
-                    None,
-                    &engine.owner,
-                    &fields,
+                    &Move {
+                        gid: &t.gid,
+                        kind: None,
+                        from: expected,
+                        to,
+                        hold_until_ms: None,
+                        fields: &fields,
+                    },
+                    engine.stamp(now),
                 )
                 .await
             {

@@ -10,7 +10,7 @@ use crate::domain::{
     TransKind,
 };
 use crate::drive::{DriveEnd, DriveReport};
-use crate::store::{Created, StoreError};
+use crate::store::{Created, Move, StoreError};
 use crate::telemetry;
 
 /// A workflow client's final submit: the outcome it reached.
@@ -183,14 +183,15 @@ impl Service {
         let leased = engine
             .store
             .transition(
-                gid,
-                Some(kind),
-                GlobalStatus::Prepared,
-                to,
-                now,
-                Some(lease_until),
-                &engine.owner,
-                &[],
+                &Move {
+                    gid,
+                    kind: Some(kind),
+                    from: GlobalStatus::Prepared,
+                    to,
+                    hold_until_ms: Some(lease_until),
+                    fields: &[],
+                },
+                engine.stamp(now),
             )
             .await?;
         info!(gid = %gid, "prepared transaction submitted");
@@ -299,14 +300,15 @@ impl Service {
         match engine
             .store
             .transition(
-                &body.gid,
-                Some(TransKind::Workflow),
-                GlobalStatus::Prepared,
-                to,
-                now,
-                None,
-                &engine.owner,
-                &fields,
+                &Move {
+                    gid: &body.gid,
+                    kind: Some(TransKind::Workflow),
+                    from: GlobalStatus::Prepared,
+                    to,
+                    hold_until_ms: None,
+                    fields: &fields,
+                },
+                engine.stamp(now),
             )
             .await
         {
@@ -390,14 +392,15 @@ impl Service {
             return match engine
                 .store
                 .transition(
-                    &t.gid,
-                    Some(t.kind),
-                    d.expected,
-                    to,
-                    now,
-                    None,
-                    &engine.owner,
-                    &fields,
+                    &Move {
+                        gid: &t.gid,
+                        kind: Some(t.kind),
+                        from: d.expected,
+                        to,
+                        hold_until_ms: None,
+                        fields: &fields,
+                    },
+                    engine.stamp(now),
                 )
                 .await
             {
@@ -418,14 +421,15 @@ impl Service {
         let leased = match engine
             .store
             .transition(
-                &t.gid,
-                Some(t.kind),
-                d.expected,
-                to,
-                now,
-                Some(lease_until),
-                &engine.owner,
-                &fields,
+                &Move {
+                    gid: &t.gid,
+                    kind: Some(t.kind),
+                    from: d.expected,
+                    to,
+                    hold_until_ms: Some(lease_until),
+                    fields: &fields,
+                },
+                engine.stamp(now),
             )
             .await
         {

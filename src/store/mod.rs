@@ -23,7 +23,9 @@ use redis::Value;
 pub use error::{LimitKind, StartError, StoreError};
 pub use keys::{Keys, TransKeys};
 use scripts::Scripts;
-pub use types::{Claim, Created, Cursor, KvEntry, Leased, ListFilter, Record, Schedule};
+pub use types::{
+    Claim, Created, Cursor, Held, KvEntry, Leased, ListFilter, Move, Record, Schedule, Stamp,
+};
 
 /// The Redis store of one deployment.
 #[derive(Clone)]
@@ -44,16 +46,12 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Runs one script by SHA (reloading it if Redis lost it), recording
-    /// its count and latency under `name`.
-    async fn eval(
-        &self,
-        name: &'static str,
-        inv: &redis::ScriptInvocation<'_>,
-    ) -> Result<Value, StoreError> {
+    /// its count and latency under the script's label.
+    async fn eval(&self, inv: &scripts::Invocation<'_>) -> Result<Value, StoreError> {
         let started = std::time::Instant::now();
         let mut conn = self.conn.clone();
-        let reply = inv.invoke_async(&mut conn).await;
-        crate::telemetry::script(name, reply.is_ok(), started.elapsed());
+        let reply = inv.redis().invoke_async(&mut conn).await;
+        crate::telemetry::script(inv.of.label, reply.is_ok(), started.elapsed());
         Ok(reply?)
     }
 

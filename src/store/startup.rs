@@ -46,13 +46,13 @@ impl Store {
             return Err(StartError::Eviction { url, policy });
         }
         let scripts = Scripts::new();
-        for (name, script) in scripts.all() {
-            script
+        for lua in scripts.all() {
+            lua.script()
                 .prepare_invoke()
                 .load_async(&mut conn)
                 .await
                 .map_err(|e| StartError::Script {
-                    name,
+                    name: lua.name,
                     error: e.to_string(),
                 })?;
         }

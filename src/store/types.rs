@@ -29,6 +29,47 @@ pub struct Record {
     pub schedule: Schedule,
 }
 
+/// Who writes and when: the replica's owner id and the time of the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp<'a> {
+    /// The writing replica.
+    pub owner: &'a str,
+    /// Now, ms.
+    pub now_ms: u64,
+}
+
+/// The leased transaction a [`Record`] is written to, as its holder
+/// knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held<'a> {
+    /// Its gid.
+    pub gid: &'a str,
+    /// Its creation time, ms (for the age metric of a finish).
+    pub create_ms: u64,
+    /// The epoch of the holder's lease.
+    pub epoch: u64,
+    /// The status the holder last saw.
+    pub status: GlobalStatus,
+}
+
+/// An API call's move of a transaction (`lua/transition.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Move<'a> {
+    /// Its gid.
+    pub gid: &'a str,
+    /// The kind it must be, when the call names one.
+    pub kind: Option<TransKind>,
+    /// The status it must be in.
+    pub from: GlobalStatus,
+    /// The status it moves to.
+    pub to: GlobalStatus,
+    /// With a time, the caller takes the lease until then and drives it;
+    /// without, the transaction is finished.
+    pub hold_until_ms: Option<u64>,
+    /// Trans hash fields to set.
+    pub fields: &'a [(&'static str, String)],
+}
+
 /// What `create_trans` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {

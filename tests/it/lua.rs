@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use dtx::domain::{
     build_new, BranchInput, BranchStatus, GlobalStatus, NewTransInput, TransKind, TransOptions,
 };
-use dtx::store::{Created, Record, Schedule, Store, StoreError};
+use dtx::store::{Created, Held, Move, Record, Schedule, Stamp, Store, StoreError};
 
 use crate::support::{prefix, test_settings, RedisServer};
 
@@ -137,12 +137,16 @@ async fn record_writes_rows_and_finishes_with_a_ttl() {
         ),
     ];
     st.record(
-        "g2",
-        1_000,
-        1,
-        GlobalStatus::Submitted,
-        2_000,
-        "me",
+        &Held {
+            gid: "g2",
+            create_ms: 1_000,
+            epoch: 1,
+            status: GlobalStatus::Submitted,
+        },
+        Stamp {
+            owner: "me",
+            now_ms: 2_000,
+        },
         &Record {
             status: Some(GlobalStatus::Succeed),
             fields: vec![("finish_ms", "2000".into())],
@@ -205,24 +209,32 @@ async fn record_refuses_stale_epoch_lost_cas_and_bad_rows_without_writing() {
 
     let stale = st
         .record(
-            "g3",
-            1_000,
-            1,
-            GlobalStatus::Submitted,
-            2_000,
-            "me",
+            &Held {
+                gid: "g3",
+                create_ms: 1_000,
+                epoch: 1,
+                status: GlobalStatus::Submitted,
+            },
+            Stamp {
+                owner: "me",
+                now_ms: 2_000,
+            },
             &rec(row()),
         )
         .await;
     assert!(matches!(stale, Err(StoreError::StaleEpoch(2))), "{stale:?}");
     let lost = st
         .record(
-            "g3",
-            1_000,
-            2,
-            GlobalStatus::Prepared,
-            2_000,
-            "me",
+            &Held {
+                gid: "g3",
+                create_ms: 1_000,
+                epoch: 2,
+                status: GlobalStatus::Prepared,
+            },
+            Stamp {
+                owner: "me",
+                now_ms: 2_000,
+            },
             &rec(row()),
         )
         .await;
@@ -237,12 +249,16 @@ async fn record_refuses_stale_epoch_lost_cas_and_bad_rows_without_writing() {
     )];
     let refused = st
         .record(
-            "g3",
-            1_000,
-            2,
-            GlobalStatus::Submitted,
-            2_000,
-            "me",
+            &Held {
+                gid: "g3",
+                create_ms: 1_000,
+                epoch: 2,
+                status: GlobalStatus::Submitted,
+            },
+            Stamp {
+                owner: "me",
+                now_ms: 2_000,
+            },
             &rec(bad_row),
         )
         .await;
@@ -257,12 +273,16 @@ async fn record_refuses_stale_epoch_lost_cas_and_bad_rows_without_writing() {
     )];
     let refused = st
         .record(
-            "g3",
-            1_000,
-            2,
-            GlobalStatus::Submitted,
-            2_000,
-            "me",
+            &Held {
+                gid: "g3",
+                create_ms: 1_000,
+                epoch: 2,
+                status: GlobalStatus::Submitted,
+            },
+            Stamp {
+                owner: "me",
+                now_ms: 2_000,
+            },
             &rec(missing),
         )
         .await;
@@ -272,12 +292,16 @@ async fn record_refuses_stale_epoch_lost_cas_and_bad_rows_without_writing() {
     );
     let unknown = st
         .record(
-            "nope",
-            1_000,
-            2,
-            GlobalStatus::Submitted,
-            2_000,
-            "me",
+            &Held {
+                gid: "nope",
+                create_ms: 1_000,
+                epoch: 2,
+                status: GlobalStatus::Submitted,
+            },
+            Stamp {
+                owner: "me",
+                now_ms: 2_000,
+            },
             &rec(row()),
         )
         .await;
@@ -290,12 +314,16 @@ async fn record_refuses_stale_epoch_lost_cas_and_bad_rows_without_writing() {
 
     // and the right epoch and status go through
     st.record(
-        "g3",
-        1_000,
-        2,
-        GlobalStatus::Submitted,
-        2_000,
-        "me",
+        &Held {
+            gid: "g3",
+            create_ms: 1_000,
+            epoch: 2,
+            status: GlobalStatus::Submitted,
+        },
+        Stamp {
+            owner: "me",
+            now_ms: 2_000,
+        },
         &rec(row()),
     )
     .await
@@ -380,12 +408,16 @@ async fn claim_due_leases_only_due_work_and_bumps_the_epoch() {
     };
     let old = st
         .record(
-            &gids[0],
-            1_000,
-            1,
-            GlobalStatus::Submitted,
-            2_000,
-            "r0",
+            &Held {
+                gid: &gids[0],
+                create_ms: 1_000,
+                epoch: 1,
+                status: GlobalStatus::Submitted,
+            },
+            Stamp {
+                owner: "r0",
+                now_ms: 2_000,
+            },
             &rec,
         )
         .await;
@@ -428,14 +460,18 @@ async fn transition_takes_over_with_a_new_epoch_or_refuses_without_writing() {
     let before = snapshot(&redis, &p);
     let lost = st
         .transition(
-            "g5",
-            None,
-            GlobalStatus::Submitted,
-            GlobalStatus::Succeed,
-            2_000,
-            None,
-            "me",
-            &[],
+            &Move {
+                gid: "g5",
+                kind: None,
+                from: GlobalStatus::Submitted,
+                to: GlobalStatus::Succeed,
+                hold_until_ms: None,
+                fields: &[],
+            },
+            Stamp {
+                owner: "me",
+                now_ms: 2_000,
+            },
         )
         .await;
     assert!(
@@ -444,27 +480,35 @@ async fn transition_takes_over_with_a_new_epoch_or_refuses_without_writing() {
     );
     let unknown = st
         .transition(
-            "zz",
-            None,
-            GlobalStatus::Prepared,
-            GlobalStatus::Submitted,
-            2_000,
-            None,
-            "me",
-            &[],
+            &Move {
+                gid: "zz",
+                kind: None,
+                from: GlobalStatus::Prepared,
+                to: GlobalStatus::Submitted,
+                hold_until_ms: None,
+                fields: &[],
+            },
+            Stamp {
+                owner: "me",
+                now_ms: 2_000,
+            },
         )
         .await;
     assert!(matches!(unknown, Err(StoreError::NotFound)));
     let other_kind = st
         .transition(
-            "g5",
-            Some(TransKind::Workflow),
-            GlobalStatus::Prepared,
-            GlobalStatus::Submitted,
-            2_000,
-            Some(6_000),
-            "me",
-            &[],
+            &Move {
+                gid: "g5",
+                kind: Some(TransKind::Workflow),
+                from: GlobalStatus::Prepared,
+                to: GlobalStatus::Submitted,
+                hold_until_ms: Some(6_000),
+                fields: &[],
+            },
+            Stamp {
+                owner: "me",
+                now_ms: 2_000,
+            },
         )
         .await;
     assert!(
@@ -479,14 +523,18 @@ async fn transition_takes_over_with_a_new_epoch_or_refuses_without_writing() {
 
     let leased = st
         .transition(
-            "g5",
-            None,
-            GlobalStatus::Prepared,
-            GlobalStatus::Submitted,
-            2_000,
-            Some(6_000),
-            "me",
-            &[],
+            &Move {
+                gid: "g5",
+                kind: None,
+                from: GlobalStatus::Prepared,
+                to: GlobalStatus::Submitted,
+                hold_until_ms: Some(6_000),
+                fields: &[],
+            },
+            Stamp {
+                owner: "me",
+                now_ms: 2_000,
+            },
         )
         .await
         .unwrap();
@@ -499,14 +547,18 @@ async fn transition_takes_over_with_a_new_epoch_or_refuses_without_writing() {
     );
     // finishing through transition leaves the due set and sets a TTL
     st.transition(
-        "g5",
-        None,
-        GlobalStatus::Submitted,
-        GlobalStatus::Failed,
-        3_000,
-        None,
-        "me",
-        &[],
+        &Move {
+            gid: "g5",
+            kind: None,
+            from: GlobalStatus::Submitted,
+            to: GlobalStatus::Failed,
+            hold_until_ms: None,
+            fields: &[],
+        },
+        Stamp {
+            owner: "me",
+            now_ms: 3_000,
+        },
     )
     .await
     .unwrap();
@@ -825,14 +877,18 @@ async fn register_branch_adds_numbered_rows_or_refuses_without_writing() {
     );
     // once it is no longer prepared, nothing more registers
     st.transition(
-        "tcc1",
-        None,
-        GlobalStatus::Prepared,
-        GlobalStatus::Submitted,
-        3_000,
-        Some(9_000),
-        "me",
-        &[],
+        &Move {
+            gid: "tcc1",
+            kind: None,
+            from: GlobalStatus::Prepared,
+            to: GlobalStatus::Submitted,
+            hold_until_ms: Some(9_000),
+            fields: &[],
+        },
+        Stamp {
+            owner: "me",
+            now_ms: 3_000,
+        },
     )
     .await
     .unwrap();

@@ -35,8 +35,7 @@ impl Store {
                 next_due: head.first().map(|(_, s)| *s as u64),
             });
         }
-        const NAME: &str = "claim_due";
-        let mut inv = self.scripts.claim_due.prepare_invoke();
+        let mut inv = self.scripts.claim_due.invoke();
         inv.key(&due_key); // KEYS[1]
         for gid in &candidates {
             inv.key(self.keys.trans(gid).trans); // KEYS[1+i]
@@ -45,10 +44,10 @@ impl Store {
         for gid in &candidates {
             inv.arg(*gid);
         }
-        let reply = self.eval(NAME, &inv).await?;
+        let reply = self.eval(&inv).await?;
         let (code, rest) = split_reply(&reply)?;
         if code != ScriptCode::Ok {
-            return Err(unexpected("claim_due", code));
+            return Err(unexpected(inv.of.name, code));
         }
         let next = rest.first().map(int).transpose()?.unwrap_or(-1);
         let mut leased = Vec::new();

@@ -15,8 +15,7 @@ impl Store {
     ) -> Result<Created, StoreError> {
         let k = self.keys.trans(&t.gid);
         let fields = crate::store::codec::trans_fields(t, epoch);
-        const NAME: &str = "create_trans";
-        let mut inv = self.scripts.create_trans.prepare_invoke();
+        let mut inv = self.scripts.create_trans.invoke();
         inv.key(&k.trans) // KEYS[1]
             .key(&k.branches) // KEYS[2]
             .key(&k.due) // KEYS[3]
@@ -32,7 +31,7 @@ impl Store {
             inv.arg(b.field())
                 .arg(crate::store::codec::branch_row(b, t.create_ms));
         }
-        let reply = self.eval(NAME, &inv).await?;
+        let reply = self.eval(&inv).await?;
         let (code, rest) = split_reply(&reply)?;
         match code {
             ScriptCode::Ok => Ok(Created::New),
@@ -45,7 +44,7 @@ impl Store {
                     TransKind::parse(&kind).ok_or_else(|| DecodeError(format!("kind {kind:?}")))?,
                 ))
             }
-            other => Err(unexpected("create_trans", other)),
+            other => Err(unexpected(inv.of.name, other)),
         }
     }
 }

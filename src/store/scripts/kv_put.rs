@@ -16,8 +16,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<u64, StoreError> {
         let (data, keys) = self.keys.kv(cat);
-        const NAME: &str = "kv_put";
-        let mut inv = self.scripts.kv_put.prepare_invoke();
+        let mut inv = self.scripts.kv_put.invoke();
         inv.key(&data) // KEYS[1]
             .key(&keys); // KEYS[2]
         inv.arg(key)
@@ -25,7 +24,7 @@ impl Store {
             .arg(now_ms)
             .arg(if value.is_some() { "put" } else { "delete" })
             .arg(value.unwrap_or_default());
-        let reply = self.eval(NAME, &inv).await?;
+        let reply = self.eval(&inv).await?;
         let (code, rest) = split_reply(&reply)?;
         match code {
             ScriptCode::Ok => Ok(rest.first().map(int).transpose()?.unwrap_or(0) as u64),
@@ -34,7 +33,7 @@ impl Store {
                 expected,
                 actual: rest.first().map(int).transpose()?.unwrap_or(0) as u64,
             }),
-            other => Err(unexpected("kv_put", other)),
+            other => Err(unexpected(inv.of.name, other)),
         }
     }
 }

@@ -27,8 +27,7 @@ impl Store {
         if old.is_empty() {
             return Ok(0);
         }
-        const NAME: &str = "prune_created";
-        let mut inv = self.scripts.prune_created.prepare_invoke();
+        let mut inv = self.scripts.prune_created.invoke();
         inv.key(&created); // KEYS[1]
         for gid in &old {
             inv.key(self.keys.trans(gid).trans); // KEYS[1+i]
@@ -37,10 +36,10 @@ impl Store {
         for gid in &old {
             inv.arg(gid);
         }
-        let reply = self.eval(NAME, &inv).await?;
+        let reply = self.eval(&inv).await?;
         let (code, rest) = split_reply(&reply)?;
         if code != ScriptCode::Ok {
-            return Err(unexpected("prune_created", code));
+            return Err(unexpected(inv.of.name, code));
         }
         Ok(rest.first().map(int).transpose()?.unwrap_or(0) as usize)
     }

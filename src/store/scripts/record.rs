@@ -2,22 +2,24 @@
 
 use crate::domain::GlobalStatus;
 use crate::store::codec::{first_status, first_text, int, split_reply, unexpected, ScriptCode};
-use crate::store::{Record, Schedule, Store, StoreError};
+use crate::store::{Held, Record, Schedule, Stamp, Store, StoreError};
 
 impl Store {
-    /// `lua/record.lua`: writes `rec` for `gid` (created at `create_ms`),
-    /// held at `epoch` in `expected` status.
-    #[allow(clippy::too_many_arguments)]
+    /// `lua/record.lua`: writes `rec` to the transaction `held`, if its
+    /// lease is still at `held.epoch` and its status `held.status`.
     pub async fn record(
         &self,
-        gid: &str,
-        create_ms: u64,
-        epoch: u64,
-        expected: GlobalStatus,
-        now_ms: u64,
-        owner: &str,
+        held: &Held<'_>,
+        at: Stamp<'_>,
         rec: &Record,
     ) -> Result<(), StoreError> {
+        let Held {
+            gid,
+            create_ms,
+            epoch,
+            status: expected,
+        } = *held;
+        let Stamp { owner, now_ms } = at;
         let k = self.keys.trans(gid);
         let (mode, when) = match rec.schedule {
             Schedule::Hold(until) => ("hold", until),
@@ -25,8 +27,7 @@ impl Store {
             Schedule::Park => ("park", 0),
             Schedule::Finish => ("finish", self.finished_ttl_ms),
         };
-        const NAME: &str = "record";
-        let mut inv = self.scripts.record.prepare_invoke();
+        let mut inv = self.scripts.record.invoke();
         inv.key(&k.trans) // KEYS[1]
             .key(&k.branches) // KEYS[2]
             .key(&k.due); // KEYS[3]
@@ -46,7 +47,7 @@ impl Store {
         for (field, from, to) in &rec.branches {
             inv.arg(field).arg(from.as_str()).arg(to.as_str());
         }
-        let reply = self.eval(NAME, &inv).await?;
+        let reply = self.eval(&inv).await?;
         let (code, rest) = split_reply(&reply)?;
         match code {
             ScriptCode::Ok => Ok(()),
@@ -59,7 +60,7 @@ impl Store {
                 actual: first_status(rest)?,
             }),
             ScriptCode::BranchConflict => Err(StoreError::BranchConflict(first_text(rest)?)),
-            other => Err(unexpected("record", other)),
+            other => Err(unexpected(inv.of.name, other)),
         }
     }
 }

@@ -18,8 +18,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let k = self.keys.trans(gid);
-        const NAME: &str = "register_branch";
-        let mut inv = self.scripts.register_branch.prepare_invoke();
+        let mut inv = self.scripts.register_branch.invoke();
         inv.key(&k.trans) // KEYS[1]
             .key(&k.branches); // KEYS[2]
         let bytes: usize = rows.iter().map(|b| b.data.len()).sum();
@@ -32,7 +31,7 @@ impl Store {
             let (status, tail) = crate::store::codec::branch_row_parts(b);
             inv.arg(b.field()).arg(status).arg(tail);
         }
-        let reply = self.eval(NAME, &inv).await?;
+        let reply = self.eval(&inv).await?;
         let (code, rest) = split_reply(&reply)?;
         match code {
             ScriptCode::Ok => Ok(()),
@@ -55,7 +54,7 @@ impl Store {
                 },
                 held: rest.get(1).map(int).transpose()?.unwrap_or_default() as u64,
             }),
-            other => Err(unexpected("register_branch", other)),
+            other => Err(unexpected(inv.of.name, other)),
         }
     }
 }

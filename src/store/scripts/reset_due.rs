@@ -17,8 +17,7 @@ impl Store {
         if gids.is_empty() {
             return Ok(0);
         }
-        const NAME: &str = "reset_due";
-        let mut inv = self.scripts.reset_due.prepare_invoke();
+        let mut inv = self.scripts.reset_due.invoke();
         inv.key(self.keys.due(shard)); // KEYS[1]
         for gid in gids {
             inv.key(self.keys.trans(gid).trans); // KEYS[1+i]
@@ -28,10 +27,10 @@ impl Store {
         for gid in gids {
             inv.arg(gid);
         }
-        let reply = self.eval(NAME, &inv).await?;
+        let reply = self.eval(&inv).await?;
         let (code, rest) = split_reply(&reply)?;
         if code != ScriptCode::Ok {
-            return Err(unexpected("reset_due", code));
+            return Err(unexpected(inv.of.name, code));
         }
         Ok(rest.first().map(int).transpose()?.unwrap_or(0) as usize)
     }

@@ -15,17 +15,16 @@ impl Store {
         why: &str,
     ) -> Result<bool, StoreError> {
         let shard = self.keys.shard_of(gid);
-        const NAME: &str = "set_aside";
-        let mut inv = self.scripts.set_aside.prepare_invoke();
+        let mut inv = self.scripts.set_aside.invoke();
         inv.key(self.keys.due(shard)) // KEYS[1]
             .key(self.keys.trans(gid).trans) // KEYS[2]
             .key(self.keys.aside(shard)); // KEYS[3]
         inv.arg(gid).arg(epoch).arg(now_ms).arg(why);
-        let reply = self.eval(NAME, &inv).await?;
+        let reply = self.eval(&inv).await?;
         match split_reply(&reply)?.0 {
             ScriptCode::Ok => Ok(true),
             ScriptCode::StaleEpoch => Ok(false),
-            other => Err(unexpected(NAME, other)),
+            other => Err(unexpected(inv.of.name, other)),
         }
     }
 }

@@ -1,36 +1,33 @@
 //! The wrapper of `lua/transition.lua`.
 
-use crate::domain::{GlobalStatus, TransKind};
+use crate::domain::TransKind;
 use crate::store::codec::{
     decode_trans, first_kind, first_status, int, split_reply, unexpected, DecodeError, ScriptCode,
 };
-use crate::store::{Leased, Store, StoreError};
+use crate::store::{Leased, Move, Stamp, Store, StoreError};
 
 impl Store {
-    /// `lua/transition.lua`: moves `gid` from `expected` to `to` for an API
-    /// call, taking the lease over (the epoch always moves on). With
-    /// `hold_until_ms` the caller holds the lease and drives the
+    /// `lua/transition.lua`: makes the move `mv` for an API call, taking
+    /// the lease over (the epoch always moves on). With
+    /// `mv.hold_until_ms` the caller holds the lease and drives the
     /// transaction; without, it is finished. Returns the transaction after
     /// the change, leased at the new epoch.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn transition(
-        &self,
-        gid: &str,
-        kind: Option<TransKind>,
-        expected: GlobalStatus,
-        to: GlobalStatus,
-        now_ms: u64,
-        hold_until_ms: Option<u64>,
-        owner: &str,
-        fields: &[(&'static str, String)],
-    ) -> Result<Leased, StoreError> {
+    pub async fn transition(&self, mv: &Move<'_>, at: Stamp<'_>) -> Result<Leased, StoreError> {
+        let Move {
+            gid,
+            kind,
+            from: expected,
+            to,
+            hold_until_ms,
+            fields,
+        } = *mv;
+        let Stamp { owner, now_ms } = at;
         let k = self.keys.trans(gid);
         let (mode, when) = match hold_until_ms {
             Some(until) => ("hold", until),
             None => ("finish", self.finished_ttl_ms),
         };
-        const NAME: &str = "transition";
-        let mut inv = self.scripts.transition.prepare_invoke();
+        let mut inv = self.scripts.transition.invoke();
         inv.key(&k.trans) // KEYS[1]
             .key(&k.branches) // KEYS[2]
             .key(&k.due); // KEYS[3]
@@ -46,7 +43,7 @@ impl Store {
         for (f, v) in fields {
             inv.arg(*f).arg(v);
         }
-        let reply = self.eval(NAME, &inv).await?;
+        let reply = self.eval(&inv).await?;
         let (code, rest) = split_reply(&reply)?;
         match code {
             ScriptCode::Ok => {
@@ -65,7 +62,7 @@ impl Store {
                 expected,
                 actual: first_status(rest)?,
             }),
-            other => Err(unexpected("transition", other)),
+            other => Err(unexpected(inv.of.name, other)),
         }
     }
 }
