@@ -14,7 +14,7 @@ use reqwest::Method;
 use tokio::sync::Semaphore;
 
 use crate::config::{BranchSettings, TransSettings};
-use crate::domain::{is_grpc_shaped, AllowList, Branch, Outcome, Trans, TransKind};
+use crate::domain::{is_grpc_shaped, AllowList, Branch, Outcome, Resume, Trans, TransKind};
 use crate::telemetry;
 
 /// Longest part of a branch reply kept as a failure reason, bytes.
@@ -164,30 +164,17 @@ impl Caller {
 
     /// Calls the resume callback of a workflow (`query_prepared`) with
     /// `branch_id=00`, `op=<workflow name>` and the workflow's input as
-    /// body (POST when there is one).
-    pub async fn workflow_callback(&self, t: &Trans) -> Outcome {
-        #[derive(serde::Deserialize, Default)]
-        struct Custom {
-            #[serde(default)]
-            name: String,
-            #[serde(default)]
-            data: String,
-        }
-        use base64::Engine as _;
-        let custom: Custom = serde_json::from_str(&t.custom_data).unwrap_or_default();
-        let input = base64::engine::general_purpose::STANDARD
-            .decode(custom.data.as_bytes())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+    /// body (POST when there is one), as `resume` says.
+    pub async fn workflow_callback(&self, t: &Trans, resume: &Resume) -> Outcome {
         self.call(
             t,
             BranchRequest {
                 label: "callback",
                 url: &t.query_prepared,
                 branch_id: "00",
-                op: &custom.name,
-                body: &input,
-                post: !input.is_empty(),
+                op: &resume.op,
+                body: &resume.body,
+                post: !resume.body.is_empty(),
             },
         )
         .await

@@ -16,8 +16,8 @@ use futures_util::future::join_all;
 use tracing::{debug, warn};
 
 use crate::domain::{
-    next, plan_shaped, retry_at, settle, unfinished, BranchStatus, Event, GlobalStatus, Outcome,
-    Plan, Settled, Shape, Trans, TransKind, Unfinished,
+    after_check_back, next, plan_shaped, retry_at, settle, unfinished, AfterCheckBack,
+    BranchStatus, Event, GlobalStatus, Outcome, Plan, Settled, Shape, Trans, Unfinished,
 };
 use crate::engine::Engine;
 use crate::store::{Held, Record, Schedule, StoreError};
@@ -257,33 +257,26 @@ impl Pass<'_> {
                         }
                     }
                 }
-                Plan::CheckBack if self.t.kind == TransKind::Workflow => {
-                    // the client resumes and submits by itself; whatever the
-                    // callback answers, look again after a backoff
-                    let callback = self.engine.caller.workflow_callback(&self.t);
+                Plan::Resume(resume) => {
+                    let callback = self.engine.caller.workflow_callback(&self.t, &resume);
                     let outcome = self.lease.hold(self.engine, &self.t, callback).await?;
                     debug!(gid = %self.t.gid, outcome = ?outcome, "workflow called back");
-                    self.last_error = Some(outcome);
-                    self.last_url = self.t.query_prepared.clone();
-                    self.last_field = "00:callback".into();
+                    self.unanswered(outcome, self.t.query_prepared.clone(), "00:callback");
                     return self.wait_for_retry(true).await;
                 }
                 Plan::CheckBack => {
                     let check = self.engine.caller.check_back(&self.t);
                     let outcome = self.lease.hold(self.engine, &self.t, check).await?;
-                    let event = match outcome {
-                        Outcome::Succeeded => Event::CheckBackConfirmed,
-                        Outcome::Failed(_) => Event::CheckBackRefused,
-                        Outcome::Ongoing | Outcome::Unknown(_) => {
-                            let backoff = matches!(outcome, Outcome::Unknown(_));
-                            self.last_error = Some(outcome);
-                            self.last_url = self.t.query_prepared.clone();
-                            self.last_field = "00:msg".into();
+                    match after_check_back(&outcome) {
+                        AfterCheckBack::Move(event) => {
+                            if !self.change_status(event, None).await? {
+                                return Ok(DriveEnd::Idle);
+                            }
+                        }
+                        AfterCheckBack::Retry { backoff } => {
+                            self.unanswered(outcome, self.t.query_prepared.clone(), "00:msg");
                             return self.wait_for_retry(backoff).await;
                         }
-                    };
-                    if !self.change_status(event, None).await? {
-                        return Ok(DriveEnd::Idle);
                     }
                 }
                 Plan::Transition { event, reason, .. } => {
@@ -312,6 +305,14 @@ impl Pass<'_> {
         }
     }
 
+    /// Keeps what a call that settled nothing answered, for the error
+    /// recorded at the end of the pass.
+    fn unanswered(&mut self, outcome: Outcome, url: String, field: &str) {
+        self.last_error = Some(outcome);
+        self.last_url = url;
+        self.last_field = field.to_owned();
+    }
+
     /// Calls `rows` concurrently, renewing the lease while they run, and
     /// settles their outcomes. Returns a reason when a saga action used up
     /// its `retry_limit`.
@@ -335,9 +336,7 @@ impl Pass<'_> {
                 }
                 Settled::Later { backoff } => {
                     debug!(gid = %self.t.gid, branch = %field, outcome = ?outcome, "branch not done");
-                    self.last_error = Some(outcome);
-                    self.last_url = self.t.branches[i].url.clone();
-                    self.last_field = field.clone();
+                    self.unanswered(outcome.clone(), self.t.branches[i].url.clone(), &field);
                     let used = self.retries.entry(i).or_insert(0);
                     match unfinished(&self.t, i, *used) {
                         Unfinished::RetryNow => {

@@ -24,8 +24,8 @@ pub use model::{
     Branch, BranchStatus, GlobalStatus, Op, SagaCustom, Trans, TransKind, TransOptions,
 };
 pub use plan::{
-    deadline, plan, plan_shaped, retry_at, settle, unfinished, Outcome, Plan, Settled, Shape,
-    Unfinished,
+    after_check_back, deadline, plan, plan_shaped, retry_at, settle, unfinished, AfterCheckBack,
+    Outcome, Plan, Resume, Settled, Shape, Unfinished,
 };
 pub use retry::{Policy, RetryPolicy};
 pub use transition::{mermaid, next, Event, InvalidTransition};

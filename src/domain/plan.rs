@@ -22,8 +22,13 @@ pub enum Outcome {
 pub enum Plan {
     /// Call these branches (indices into `Trans::branches`), concurrently.
     Call(Vec<usize>),
-    /// Call the msg check-back URL, or the workflow resume callback.
+    /// Call the msg check-back URL; [`after_check_back`] says what its
+    /// answer means.
     CheckBack,
+    /// Call the workflow's resume callback with this request. Whatever it
+    /// answers, look again after a backoff: the client submits the outcome
+    /// itself.
+    Resume(Resume),
     /// Move to a new status.
     Transition {
         /// The event that causes it.
@@ -37,6 +42,66 @@ pub enum Plan {
     WaitUntil(u64),
     /// Nothing to do until a client acts.
     Idle,
+}
+
+/// The request that calls a quiet workflow back: dtm posts the
+/// workflow's initial input to its `query_prepared` URL under the
+/// workflow's name, both kept in `custom_data` (`{"name", "data"}`, data
+/// base64).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// The workflow's name, sent as `op`.
+    pub op: String,
+    /// The initial input, decoded; empty means a GET.
+    pub body: String,
+}
+
+impl Resume {
+    /// The resume request of workflow `t`; unreadable `custom_data` gives
+    /// an empty one (a GET without a name), as dtm does.
+    pub fn of(t: &Trans) -> Self {
+        use base64::Engine as _;
+        #[derive(serde::Deserialize, Default)]
+        struct Custom {
+            #[serde(default)]
+            name: String,
+            #[serde(default)]
+            data: String,
+        }
+        let custom: Custom = serde_json::from_str(&t.custom_data).unwrap_or_default();
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(custom.data.as_bytes())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        Self {
+            op: custom.name,
+            body,
+        }
+    }
+}
+
+/// What a msg check-back's answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterCheckBack {
+    /// The answer decides: this event moves the transaction on.
+    Move(Event),
+    /// No decision yet: ask again later, after a backoff (`true`, no usable
+    /// answer) or after the base interval (`false`, ONGOING).
+    Retry {
+        /// Whether the retry backs off.
+        backoff: bool,
+    },
+}
+
+/// The meaning of the check-back answer `outcome`: SUCCESS submits the
+/// msg, FAILURE fails it, anything else asks again.
+pub fn after_check_back(outcome: &Outcome) -> AfterCheckBack {
+    match outcome {
+        Outcome::Succeeded => AfterCheckBack::Move(Event::CheckBackConfirmed),
+        Outcome::Failed(_) => AfterCheckBack::Move(Event::CheckBackRefused),
+        Outcome::Ongoing => AfterCheckBack::Retry { backoff: false },
+        Outcome::Unknown(_) => AfterCheckBack::Retry { backoff: true },
+    }
 }
 
 /// What became of a branch after its call.
@@ -144,7 +209,7 @@ fn plan_workflow(t: &Trans, now_ms: u64, policy: &Policy) -> Plan {
     }
     let deadline = prepared_deadline(t, policy);
     if now_ms >= deadline {
-        Plan::CheckBack
+        Plan::Resume(Resume::of(t))
     } else {
         Plan::WaitUntil(deadline)
     }

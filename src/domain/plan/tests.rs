@@ -291,9 +291,46 @@ fn prepared_workflow_is_called_back_after_its_timeout() {
     let mut t = msg(0, GlobalStatus::Prepared);
     t.kind = TransKind::Workflow;
     assert_eq!(plan(&t, 2_000, &POLICY), Plan::WaitUntil(36_000));
-    assert_eq!(plan(&t, 40_000, &POLICY), Plan::CheckBack);
+    // dtm's workflow custom_data: the name, and the input in base64
+    t.custom_data = r#"{"name":"wf-transfer","data":"eyJhbW91bnQiOjMwfQ=="}"#.into();
+    assert_eq!(
+        plan(&t, 40_000, &POLICY),
+        Plan::Resume(Resume {
+            op: "wf-transfer".into(),
+            body: r#"{"amount":30}"#.into(),
+        })
+    );
+    // unreadable custom_data: a GET with no name, as dtm sends it
+    t.custom_data = "not json".into();
+    assert_eq!(plan(&t, 40_000, &POLICY), Plan::Resume(Resume::default()));
     t.status = GlobalStatus::Succeed;
     assert_eq!(plan(&t, 40_000, &POLICY), Plan::Idle);
+}
+
+#[test]
+fn a_check_back_answer_decides_a_msg_or_asks_again() {
+    let cases = [
+        (
+            Outcome::Succeeded,
+            AfterCheckBack::Move(Event::CheckBackConfirmed),
+        ),
+        (
+            Outcome::Failed("no".into()),
+            AfterCheckBack::Move(Event::CheckBackRefused),
+        ),
+        (Outcome::Ongoing, AfterCheckBack::Retry { backoff: false }),
+        (
+            Outcome::Unknown("reset".into()),
+            AfterCheckBack::Retry { backoff: true },
+        ),
+    ];
+    for (outcome, want) in cases {
+        assert_eq!(after_check_back(&outcome), want, "{outcome:?}");
+    }
+    // and the events it gives are the table's for a prepared msg
+    for event in [Event::CheckBackConfirmed, Event::CheckBackRefused] {
+        assert!(next(TransKind::Msg, GlobalStatus::Prepared, event).is_ok());
+    }
 }
 
 #[test]
