@@ -307,3 +307,52 @@ async fn the_claim_loop_wakes_at_the_earliest_due_time_it_knows() {
     s.engine.begin_drain();
     claims.await.unwrap();
 }
+
+#[tokio::test]
+async fn retry_jitter_spreads_due_times_inside_its_band() {
+    let redis = RedisServer::start();
+    let s = stage_with(&redis, |s| s.retry.jitter = 0.2).await;
+    let b = Branches::start().await;
+    const SAGAS: usize = 20;
+    b.script("a1", &vec![Reply::Error; SAGAS]);
+    let gids: Vec<String> = (0..SAGAS).map(|i| gid(&format!("jitter{i}"))).collect();
+    for g in &gids {
+        let saga = input(g, TransKind::Saga, &[(&b.url("a1"), &b.url("c1"))], "");
+        s.service.submit(saga).await.unwrap();
+    }
+    s.engine.settled().await;
+    // base 1000 ms scaled by a factor in [0.8, 1.2]
+    let delays: Vec<u64> = gids
+        .iter()
+        .map(|g| due_score(&redis, &s, g).expect("due again") as u64 - START_MS)
+        .collect();
+    for d in &delays {
+        assert!((800..=1200).contains(d), "a delay of {d} ms: {delays:?}");
+    }
+    let mut distinct = delays.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(distinct.len() > 1, "jitter spread nothing: {delays:?}");
+    // nothing is claimed before the band, everything by its end
+    let first = *distinct.first().unwrap();
+    s.clock.shift(first as i64 - 1);
+    assert_eq!(
+        s.engine.tick_once().await.claimed,
+        0,
+        "1 ms before the first"
+    );
+    s.clock.shift(1200 - first as i64 + 1);
+    let mut claimed = 0;
+    loop {
+        let n = s.engine.tick_once().await.claimed;
+        if n == 0 {
+            break;
+        }
+        claimed += n;
+    }
+    assert_eq!(claimed, SAGAS);
+    s.engine.settled().await;
+    for g in &gids {
+        assert_eq!(status(&s, g).await, "succeed");
+    }
+}
