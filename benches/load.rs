@@ -11,137 +11,56 @@
 
 use std::collections::HashMap;
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use testkit::{cpu_us, free_port};
+use testkit::{cpu_us, dtx_command, free_port, DtxProcess, Persistence, Process, RedisServer};
 
+/// A process under measurement: its name in the CPU table, its pid, and
+/// the handle that stops it when dropped.
 struct Proc {
-    child: Child,
     name: &'static str,
+    pid: u32,
+    _handle: Box<dyn Send>,
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Redis {
-    proc: Proc,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl Redis {
-    fn start(aof: bool) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("dtx-bench-redis-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--maxmemory-policy", "noeviction"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null());
-        if aof {
-            cmd.args(["--appendonly", "yes", "--appendfsync", "everysec"]);
+impl Proc {
+    fn other(name: &'static str, child: std::process::Child) -> Self {
+        Self {
+            name,
+            pid: child.id(),
+            _handle: Box::new(Process(child)),
         }
-        let child = cmd.spawn().expect("redis-server on PATH");
-        let r = Self {
-            proc: Proc {
-                child,
-                name: "redis",
-            },
-            port,
-            dir,
-        };
-        for _ in 0..200 {
-            if r.conn().is_some() {
-                return r;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn conn(&self) -> Option<redis::Connection> {
-        let mut c = redis::Client::open(self.url())
-            .ok()?
-            .get_connection()
-            .ok()?;
-        redis::cmd("PING").query::<String>(&mut c).ok()?;
-        Some(c)
-    }
-
-    fn info(&self, section: &str, key: &str) -> u64 {
-        let mut c = self.conn().unwrap();
-        let info: String = redis::cmd("INFO").arg(section).query(&mut c).unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}:")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// EVALSHA + EVAL calls so far.
-    fn script_calls(&self) -> u64 {
-        let mut c = self.conn().unwrap();
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut c)
-            .unwrap();
-        ["evalsha", "eval"]
-            .iter()
-            .map(|n| {
-                info.lines()
-                    .find(|l| l.starts_with(&format!("cmdstat_{n}:")))
-                    .and_then(|l| l.split("calls=").nth(1))
-                    .and_then(|v| v.split(',').next())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            })
-            .sum()
     }
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The harness's own Redis: AOF `everysec` with `--aof`, else none.
+fn start_redis(aof: bool) -> RedisServer {
+    RedisServer::start_with(if aof {
+        Persistence::AofEverySec
+    } else {
+        Persistence::None
+    })
 }
 
-fn start_dtx(redis: &Redis, extra: &[(&str, &str)]) -> (Proc, String) {
+/// A dtx replica with its default settings and `extra` on top.
+fn start_dtx(redis: &RedisServer, extra: &[(&str, &str)]) -> (Proc, String) {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_dtx"))
-        .env("DTX_REDIS_URL", redis.url())
-        .env("DTX_HTTP_PORT", port.to_string())
-        .env("DTX_HTTP_HOST", "127.0.0.1")
-        .env("DTX_LOG_LEVEL", "warn")
-        .env("DTX_HTTP_DRAIN_DELAY_MS", "0")
-        .envs(extra.iter().copied())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the dtx binary");
-    wait_port(port);
+    let mut cmd = dtx_command(env!("CARGO_BIN_EXE_dtx").as_ref(), &redis.url(), port);
+    cmd.envs(extra.iter().copied());
+    let dtx = DtxProcess::spawn(cmd, port);
+    let base = dtx.base.clone();
     (
-        Proc { child, name: "dtx" },
-        format!("http://127.0.0.1:{port}/api/dtmsvr"),
+        Proc {
+            name: "dtx",
+            pid: dtx.pid(),
+            _handle: Box::new(dtx),
+        },
+        base,
     )
 }
 
@@ -163,7 +82,7 @@ fn dtmrs_bin() -> Option<String> {
     (!path.is_empty()).then_some(path)
 }
 
-fn start_dtmrs(bin: &str, redis: &Redis) -> (Proc, String) {
+fn start_dtmrs(bin: &str, redis: &RedisServer) -> (Proc, String) {
     let port = free_port();
     let grpc = free_port();
     let child = Command::new(bin)
@@ -176,10 +95,7 @@ fn start_dtmrs(bin: &str, redis: &Redis) -> (Proc, String) {
         .expect("dtmrs starts");
     wait_port(port);
     (
-        Proc {
-            child,
-            name: "dtmrs",
-        },
+        Proc::other("dtmrs", child),
         format!("http://127.0.0.1:{port}/api/dtmsvr"),
     )
 }
@@ -205,10 +121,7 @@ impl Branches {
             .unwrap();
         wait_port(port);
         Self {
-            proc: Proc {
-                child,
-                name: "branches",
-            },
+            proc: Proc::other("branches", child),
             base: format!("http://127.0.0.1:{port}"),
         }
     }
@@ -646,8 +559,8 @@ fn check_calls(stats: &HashMap<String, u64>, want: &[(&str, u64)]) -> Result<(),
 
 /// Every transaction whose gid starts with `tag` is in `status` (read
 /// straight from the harness's own Redis; the harness may SCAN it).
-fn check_statuses(redis: &Redis, tag: &str, n: u64, status: &str) -> Result<(), String> {
-    let mut c = redis.conn().unwrap();
+fn check_statuses(redis: &RedisServer, tag: &str, n: u64, status: &str) -> Result<(), String> {
+    let mut c = redis.conn();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("dtx:*:t:{tag}-*"))
         .query(&mut c)
@@ -683,7 +596,7 @@ async fn workload_on(name: &str, kind: Kind, replicas: usize, o: &Opts, peer: Op
         o.conc.clone()
     };
     for conc in concs {
-        let redis = Redis::start(o.aof);
+        let redis = start_redis(o.aof);
         let waiters = Waiters::default();
         let notify = waiters.listen();
         let b = Branches::start(notify, None);
@@ -710,12 +623,12 @@ async fn workload_on(name: &str, kind: Kind, replicas: usize, o: &Opts, peer: Op
         let scripts0 = redis.script_calls();
         let b_stats0 = b.stats(&reqwest::Client::new()).await;
         let mut procs: Vec<(&'static str, u32)> = vec![
-            (redis.proc.name, redis.proc.child.id()),
-            (b.proc.name, b.proc.child.id()),
+            ("redis", redis.pid()),
+            (b.proc.name, b.proc.pid),
             ("loadgen", std::process::id()),
         ];
         for (p, _) in &dtxs {
-            procs.push((p.name, p.child.id()));
+            procs.push((p.name, p.pid));
         }
         let cpu = Cpu::take(&procs);
         let tag = format!("{name}c{conc}");
@@ -783,10 +696,7 @@ async fn fanout(o: &Opts) {
             .pool_max_idle_per_host(conc * 2)
             .build()
             .unwrap();
-        let procs = vec![
-            (b.proc.name, b.proc.child.id()),
-            ("loadgen", std::process::id()),
-        ];
+        let procs = vec![(b.proc.name, b.proc.pid), ("loadgen", std::process::id())];
         let cpu = Cpu::take(&procs);
         let done = Arc::new(AtomicU64::new(0));
         let lats = Arc::new(Mutex::new(Lat::default()));
@@ -840,15 +750,12 @@ async fn redis_ceiling(o: &Opts) {
         TransOptions,
     };
     use dtx::store::{Held, Record, Schedule, Stamp, Store};
-    let redis = Redis::start(o.aof);
+    let redis = start_redis(o.aof);
     let mut settings = dtx::Settings::load(None, |_| None).unwrap();
     settings.redis.url = redis.url();
     let store = Store::connect(&settings.redis, 86_400).await.unwrap();
     let conc = o.conc.iter().copied().max().unwrap_or(100);
-    let procs = vec![
-        (redis.proc.name, redis.proc.child.id()),
-        ("loadgen", std::process::id()),
-    ];
+    let procs = vec![("redis", redis.pid()), ("loadgen", std::process::id())];
     let cpu = Cpu::take(&procs);
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -948,7 +855,7 @@ async fn redis_ceiling(o: &Opts) {
 /// comes back and every one is made due at once: how fast do the replicas
 /// drain them?
 async fn recovery(o: &Opts, replicas: usize) {
-    let redis = Redis::start(o.aof);
+    let redis = start_redis(o.aof);
     let waiters = Waiters::default();
     let notify = waiters.listen();
     let mut dtxs = Vec::new();
@@ -1004,12 +911,10 @@ async fn recovery(o: &Opts, replicas: usize) {
     // let every first attempt fail and be rescheduled
     tokio::time::sleep(Duration::from_secs(3)).await;
     let b = Branches::start(notify, Some(port));
-    let mut procs: Vec<(&'static str, u32)> = vec![
-        (redis.proc.name, redis.proc.child.id()),
-        (b.proc.name, b.proc.child.id()),
-    ];
+    let mut procs: Vec<(&'static str, u32)> =
+        vec![("redis", redis.pid()), (b.proc.name, b.proc.pid)];
     for (p, _) in &dtxs {
-        procs.push((p.name, p.child.id()));
+        procs.push((p.name, p.pid));
     }
     let cpu = Cpu::take(&procs);
     let start = Instant::now();

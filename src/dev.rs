@@ -7,6 +7,18 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+/// The `redis-server` flags of a private Redis that dtx accepts: it never
+/// evicts (dtx refuses to start otherwise) and takes no RDB snapshots;
+/// with `fsync` (`always`, `everysec`) it keeps an append-only file synced
+/// that often. The test kit starts its servers with these too.
+pub fn redis_server_args(fsync: Option<&'static str>) -> Vec<&'static str> {
+    let mut args = vec!["--maxmemory-policy", "noeviction", "--save", ""];
+    if let Some(fsync) = fsync {
+        args.extend(["--appendonly", "yes", "--appendfsync", fsync]);
+    }
+    args
+}
+
 /// A running private Redis.
 pub struct DevRedis {
     child: Child,
@@ -33,8 +45,7 @@ impl DevRedis {
             .arg("700")
             .arg("--dir")
             .arg(&dir)
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .args(["--maxmemory-policy", "noeviction", "--save", ""])
+            .args(redis_server_args(Some("always")))
             .arg("--logfile")
             .arg(dir.join("redis.log"))
             .stdout(Stdio::null())

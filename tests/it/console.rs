@@ -222,7 +222,7 @@ async fn console_lists_shows_detail_and_retries_now() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let browser = Browser::start().await;
-    let root = app.base.replace("/api/dtmsvr", "");
+    let root = app.root();
     browser.go(&format!("{root}/admin/")).await;
     // the console asks for the token and keeps it in the tab
     let token = browser.wait_for("#login #token").await;

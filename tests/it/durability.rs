@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{free_port, saga_body, Branches, RedisServer, TestApp};
+use crate::support::{free_port, saga_body, Branches, DtxProcess, RedisServer, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_transaction_survives_a_redis_restart_under_load() {
@@ -87,40 +87,24 @@ async fn dev_mode_starts_and_stops_its_own_redis() {
     let dir = std::env::temp_dir().join(format!("dtx-dev-test-{}", fastrand::u64(..)));
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dtx"))
-        .arg("--dev")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dtx"));
+    cmd.arg("--dev")
         .current_dir(&dir)
         .env("DTX_HTTP_PORT", port.to_string())
         .env("DTX_HTTP_HOST", "127.0.0.1")
         .env("DTX_LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}/api/dtmsvr");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+        .stdout(Stdio::null());
+    let mut dtx = DtxProcess::spawn(cmd, port);
     let body = json!({
         "gid": "dev-1", "trans_type": "saga", "wait_result": true,
         "steps": [{"action": "", "compensate": ""}], "payloads": [""],
     });
-    let mut status = 0;
-    while Instant::now() < deadline {
-        if let Ok(r) = http.post(format!("{base}/submit")).json(&body).send().await {
-            status = r.status().as_u16();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 200);
+    assert_eq!(dtx.post("submit", &body).await, 200, "{}", dtx.log());
     let socket = dir.join(".dtx-dev/redis.sock");
     assert!(socket.exists(), "the private Redis listens in ./.dtx-dev");
     assert!(dir.join(".dtx-dev/appendonlydir").exists(), "AOF is on");
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let exited = child.wait().unwrap();
+    dtx.sigterm();
+    let exited = dtx.wait();
     assert!(exited.success(), "{exited:?}");
     // the child Redis is gone with it
     let client = redis::Client::open(format!("unix://{}", socket.display())).unwrap();

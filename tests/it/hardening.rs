@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::{
-    cpu_us, gid, peak_rss_kib, prefix, saga_body, test_settings, wait_status_at, Branches,
-    RedisServer, Replica, Reply, TestApp,
+    cpu_us, gid, peak_rss_kib, prefix, saga_body, start_dtx, test_settings, wait_status_at,
+    Branches, RedisServer, Reply, TestApp,
 };
 
 /// Waits until `cond` holds, or panics with `what` after `secs`.
@@ -114,11 +114,11 @@ async fn a_huge_branch_reply_is_read_only_in_part() {
     let b = Branches::start().await;
     // 256 MiB of spaces: a 200, so the saga succeeds on the status alone
     b.set_default("a1", Reply::Stream(200, 256 << 20));
-    let mut dtx = Replica::start(&redis, &prefix());
+    let mut dtx = start_dtx(&redis, &prefix(), &[]);
     let g = gid("huge");
     assert_eq!(dtx.post("submit", &saga_body(&g, &b)).await, 200);
     wait_status_at(&dtx, &g, "succeed", 20).await;
-    let peak = peak_rss_kib(dtx.child.id());
+    let peak = peak_rss_kib(dtx.pid());
     dtx.kill();
     assert!(peak < 100 * 1024, "dtx peaked at {peak} KiB");
 }
@@ -127,7 +127,7 @@ async fn a_huge_branch_reply_is_read_only_in_part() {
 async fn junk_methods_share_one_metric_label() {
     let redis = RedisServer::start();
     let app = TestApp::spawn(&redis).await;
-    let root = app.base.replace("/api/dtmsvr", "");
+    let root = app.root();
     let junk: Vec<String> = (0..20)
         .map(|i| format!("JUNK{i}{:08X}", fastrand::u32(..)))
         .collect();
@@ -439,7 +439,7 @@ async fn cross_site_requests_are_refused_and_change_nothing() {
     settings.http.allowed_origins = "https://ops.example".into();
     let app = TestApp::spawn_with(settings).await;
     let b = Branches::start().await;
-    let root = app.base.replace("/api/dtmsvr", "");
+    let root = app.root();
     let before = redis.keys(&app.prefix);
     let subscribe = format!("{}/subscribe?topic=t&url={}", app.base, b.url("s"));
     let g = gid("csrf");
@@ -508,7 +508,7 @@ async fn json_rpc_errors_hide_internal_detail_as_http_does() {
         .post("abort", &json!({"gid": g, "trans_type": "saga"}))
         .await;
     assert_eq!(status, 500, "{http}");
-    let root = app.base.replace("/api/dtmsvr", "");
+    let root = app.root();
     let rpc: serde_json::Value = app
         .http
         .post(format!("{root}/api/json-rpc"))
@@ -576,7 +576,7 @@ async fn slow_heads_and_idle_connections_are_closed() {
 async fn sigterm_ends_on_time_with_a_connection_left_open() {
     use tokio::io::AsyncWriteExt;
     let redis = RedisServer::start();
-    let mut dtx = Replica::start_with(
+    let mut dtx = start_dtx(
         &redis,
         &prefix(),
         &[
@@ -595,9 +595,9 @@ async fn sigterm_ends_on_time_with_a_connection_left_open() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let asked = Instant::now();
-    dtx.terminate();
+    dtx.sigterm();
     loop {
-        if dtx.child.try_wait().unwrap().is_some() {
+        if dtx.try_wait().is_some() {
             break;
         }
         assert!(
@@ -712,7 +712,7 @@ async fn a_redis_timeout_on_create_says_the_write_may_have_landed() {
 #[tokio::test]
 async fn a_padded_concurrent_saga_is_planned_cheaply() {
     let redis = RedisServer::start();
-    let dtx = Replica::start(&redis, &prefix());
+    let dtx = start_dtx(&redis, &prefix(), &[]);
     // the most steps a saga may have, chained, every order padded with
     // duplicate dependencies up to the body limit; empty URLs, so nothing
     // but planning costs anything
@@ -733,10 +733,10 @@ async fn a_padded_concurrent_saga_is_planned_cheaply() {
     });
     let size = body.to_string().len();
     assert!((900_000..1_048_576).contains(&size), "{size} bytes");
-    let before = cpu_us(dtx.child.id());
+    let before = cpu_us(dtx.pid());
     // wait_result: no polling reads (each would copy the 900 KB back)
     assert_eq!(dtx.post("submit", &body).await, 200);
-    let used = (cpu_us(dtx.child.id()) - before) as f64 / 1e6;
+    let used = (cpu_us(dtx.pid()) - before) as f64 / 1e6;
     wait_status_at(&dtx, &g, "succeed", 5).await;
     eprintln!("padded saga: {used:.2} s of CPU");
     // a debug build; the review measured 5.2 s on a release build before

@@ -1,42 +1,11 @@
 //! Operations: metrics after known traffic, health, and drain under load.
 
-use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{gid, prefix, saga_body, spawn_dtx, Branches, RedisServer, Reply};
-
-struct Proc {
-    child: Child,
-    root: String,
-}
-
-impl Proc {
-    fn start(redis: &RedisServer, prefix: &str, env: &[(&str, &str)]) -> Self {
-        let (child, port) = spawn_dtx(redis, prefix, env);
-        Self {
-            child,
-            root: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn sigterm(&self) {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{gid, prefix, saga_body, start_dtx, Branches, RedisServer, Reply};
 
 /// The value of the sample `name{labels}` in a Prometheus text page.
 fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -56,7 +25,7 @@ fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 #[tokio::test]
 async fn metrics_count_known_traffic_with_bounded_labels() {
     let redis = RedisServer::start();
-    let dtx = Proc::start(&redis, &prefix(), &[]);
+    let dtx = start_dtx(&redis, &prefix(), &[]);
     let b = Branches::start().await;
     b.script("a2", &[Reply::Failure]);
     let http = reqwest::Client::new();
@@ -219,7 +188,7 @@ async fn metrics_count_known_traffic_with_bounded_labels() {
 #[tokio::test]
 async fn readiness_turns_off_at_sigterm_before_the_port_closes() {
     let redis = RedisServer::start();
-    let mut dtx = Proc::start(&redis, &prefix(), &[("DTX_HTTP_DRAIN_DELAY_MS", "1500")]);
+    let mut dtx = start_dtx(&redis, &prefix(), &[("DTX_HTTP_DRAIN_DELAY_MS", "1500")]);
     let http = reqwest::Client::new();
     let get = |path: &str| {
         let (http, url) = (http.clone(), format!("{}{path}", dtx.root));
@@ -242,11 +211,11 @@ async fn readiness_turns_off_at_sigterm_before_the_port_closes() {
         "still alive and serving during the delay"
     );
     assert_eq!(get("/api/dtmsvr/version").await, 200);
-    let status = dtx.child.wait().unwrap();
+    let status = dtx.wait();
     assert!(status.success(), "{status:?}");
     // a Redis that is away makes it unready too
     let mut redis = RedisServer::start();
-    let dtx = Proc::start(&redis, &prefix(), &[]);
+    let dtx = start_dtx(&redis, &prefix(), &[]);
     let url = format!("{}/readyz", dtx.root);
     redis.kill();
     let code = http.get(&url).send().await.unwrap().status().as_u16();
@@ -257,7 +226,7 @@ async fn readiness_turns_off_at_sigterm_before_the_port_closes() {
 async fn sigterm_under_load_loses_nothing_acknowledged() {
     let redis = RedisServer::start();
     let p = prefix();
-    let r1 = Proc::start(
+    let r1 = start_dtx(
         &redis,
         &p,
         &[
@@ -265,7 +234,7 @@ async fn sigterm_under_load_loses_nothing_acknowledged() {
             ("DTX_SCHEDULER_DRAIN_TIMEOUT_MS", "300"),
         ],
     );
-    let r2 = Proc::start(&redis, &p, &[]);
+    let r2 = start_dtx(&redis, &p, &[]);
     let b = Branches::start().await;
     b.set_default("a1", Reply::Slow(200));
     let acked = Arc::new(Mutex::new(Vec::new()));

@@ -8,17 +8,7 @@ use serde_json::{json, Value};
 use crate::support::{gid, prefix, test_settings, Branches, RedisServer, Reply, TestApp};
 
 async fn rpc(app: &TestApp, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let url = app.base.replace("/api/dtmsvr", "/api/json-rpc");
-    let r = app
-        .http
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
+    app.post_raw_to("api/json-rpc", body).await
 }
 
 fn call(method: &str, params: Value) -> String {

@@ -141,7 +141,7 @@ fn random_and_mutated_input_never_panics_and_never_writes_when_refused() {
         settings.branch.allowed_hosts = b.base.trim_start_matches("http://").to_owned();
         (TestApp::spawn_with(settings).await, b)
     });
-    let root = app.base.replace("/api/dtmsvr", "");
+    let root = app.root();
     let mut runner = TestRunner::new(Config {
         cases: 300,
         ..Config::default()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::{
-    free_port, gid, prefix, saga_body, wait_status_at, Branches, RedisServer, Replica, Reply,
+    free_port, gid, prefix, saga_body, start_dtx, wait_status_at, Branches, RedisServer, Reply,
     StatusSource,
 };
 
@@ -14,8 +14,8 @@ use crate::support::{
 async fn two_replicas_finish_every_transaction_once() {
     let redis = RedisServer::start();
     let p = prefix();
-    let r1 = Replica::start(&redis, &p);
-    let r2 = Replica::start(&redis, &p);
+    let r1 = start_dtx(&redis, &p, &[]);
+    let r2 = start_dtx(&redis, &p, &[]);
     let b = Branches::start().await;
     // some branches need a retry, which any replica may pick up
     b.script("a2", &[Reply::Error, Reply::Error, Reply::Error]);
@@ -43,8 +43,8 @@ async fn two_replicas_finish_every_transaction_once() {
 async fn a_killed_replicas_transaction_is_finished_by_another() {
     let redis = RedisServer::start();
     let p = prefix();
-    let mut r1 = Replica::start(&redis, &p);
-    let r2 = Replica::start(&redis, &p);
+    let mut r1 = start_dtx(&redis, &p, &[]);
+    let r2 = start_dtx(&redis, &p, &[]);
     let b = Branches::start().await;
     // the first action is slow, so r1 dies in the middle of it
     b.script("a1", &[Reply::Slow(800)]);
@@ -79,8 +79,8 @@ async fn a_killed_replicas_transaction_is_finished_by_another() {
 async fn a_paused_replica_whose_lease_was_taken_cannot_write() {
     let redis = RedisServer::start();
     let p = prefix();
-    let r1 = Replica::start(&redis, &p);
-    let r2 = Replica::start(&redis, &p);
+    let r1 = start_dtx(&redis, &p, &[]);
+    let r2 = start_dtx(&redis, &p, &[]);
     let b = Branches::start().await;
     // r1's call of a1 will succeed; r2's, after taking over, is refused later
     b.script(
@@ -94,7 +94,7 @@ async fn a_paused_replica_whose_lease_was_taken_cannot_write() {
     let g = gid("fenced");
     assert_eq!(r1.post("submit", &saga_body(&g, &b)).await, 200);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    r1.signal("-STOP");
+    r1.signal("STOP");
     // r1's lease (1.5 s) runs out while it is stopped; r2 claims and calls a1 again
     let deadline = Instant::now() + Duration::from_secs(5);
     while b.paths_for(&g).len() < 2 && Instant::now() < deadline {
@@ -103,7 +103,7 @@ async fn a_paused_replica_whose_lease_was_taken_cannot_write() {
     assert_eq!(b.paths_for(&g), ["a1", "a1"], "r2 did not take over");
     // r1 wakes up: it sees a1 succeed and would finish the saga as succeed,
     // while the status is still `submitted`; only the epoch stops it
-    r1.signal("-CONT");
+    r1.signal("CONT");
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -131,8 +131,8 @@ async fn a_paused_replica_whose_lease_was_taken_cannot_write() {
 async fn sigterm_drains_and_hands_leases_back() {
     let redis = RedisServer::start();
     let p = prefix();
-    let mut r1 = Replica::start(&redis, &p);
-    let r2 = Replica::start(&redis, &p);
+    let mut r1 = start_dtx(&redis, &p, &[]);
+    let r2 = start_dtx(&redis, &p, &[]);
     let b = Branches::start().await;
     let mut gids = Vec::new();
     b.set_default("a1", Reply::Slow(300));
@@ -141,11 +141,11 @@ async fn sigterm_drains_and_hands_leases_back() {
         assert_eq!(r1.post("submit", &saga_body(&g, &b)).await, 200);
         gids.push(g);
     }
-    r1.terminate();
+    r1.sigterm();
     for g in &gids {
         wait_status_at(&r2, g, "succeed", 10).await;
     }
-    let status = r1.child.wait().unwrap();
+    let status = r1.wait();
     assert!(status.success(), "{status:?}");
     for g in &gids {
         assert_eq!(b.paths_for(g).iter().filter(|p| *p == "a2").count(), 1);
@@ -161,16 +161,16 @@ async fn sigterm_past_the_drain_deadline_hands_leases_back_at_once() {
         ("DTX_SCHEDULER_LEASE_MS", "30000"),
         ("DTX_SCHEDULER_DRAIN_TIMEOUT_MS", "300"),
     ];
-    let mut r1 = Replica::start_with(&redis, &p, &slow);
-    let r2 = Replica::start_with(&redis, &p, &slow);
+    let mut r1 = start_dtx(&redis, &p, &slow);
+    let r2 = start_dtx(&redis, &p, &slow);
     let b = Branches::start().await;
     b.script("a1", &[Reply::Slow(5000)]);
     let g = gid("handback");
     assert_eq!(r1.post("submit", &saga_body(&g, &b)).await, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stopped_at = Instant::now();
-    r1.terminate();
-    let status = r1.child.wait().unwrap();
+    r1.sigterm();
+    let status = r1.wait();
     assert!(status.success(), "{status:?}");
     assert!(
         stopped_at.elapsed() < Duration::from_secs(4),

@@ -17,7 +17,7 @@ async fn tokens_guard_every_route_but_health() {
     settings.auth.read_tokens = "read-1".into();
     let app = TestApp::spawn_with(settings).await;
     let b = Branches::start().await;
-    let root = app.base.replace("/api/dtmsvr", "");
+    let root = app.root();
     let send = |method: reqwest::Method, path: &str, token: Option<&str>| {
         let mut r = app.http.request(method, format!("{root}{path}"));
         if let Some(t) = token {

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,7 @@ use axum::Router;
 use dtx_client::Dtm;
 use sqlx::{MySqlPool, PgPool};
 
-use testkit::wait_port;
-pub use testkit::{free_port, RedisServer};
+pub use testkit::{free_port, DtxProcess, RedisServer};
 
 /// A unique gid for a test.
 pub fn gid(name: &str) -> String {
@@ -44,9 +43,10 @@ fn dtx_bin() -> PathBuf {
     p
 }
 
-/// A real dtx process on its own redis-server, with fast retries.
+/// A real dtx process on its own redis-server, with the test timings.
 pub struct Dtx {
-    child: Child,
+    // dropped first: the process goes before its Redis
+    _process: DtxProcess,
     _redis: RedisServer,
     pub dtm: Dtm,
 }
@@ -54,21 +54,12 @@ pub struct Dtx {
 impl Dtx {
     pub fn start() -> Self {
         let redis = RedisServer::start();
-        let port = free_port();
-        let child = testkit::dtx_command(&dtx_bin(), &redis.url(), port)
-            .env("DTX_REDIS_KEY_PREFIX", "t")
-            .env("DTX_REDIS_SHARDS", "2")
-            .env("DTX_SCHEDULER_LEASE_MS", "1500")
-            .env("DTX_SCHEDULER_RECHECK_MS", "100")
-            .env("DTX_RETRY_BASE_MS", "100")
-            .env("DTX_RETRY_MAX_MS", "500")
-            .spawn()
-            .expect("dtx starts");
-        wait_port(port, "dtx");
+        let process = DtxProcess::start(&dtx_bin(), &redis.url(), "t", &[]);
+        let dtm = Dtm::new(process.base.clone());
         Self {
-            child,
+            _process: process,
             _redis: redis,
-            dtm: Dtm::new(format!("http://127.0.0.1:{port}/api/dtmsvr")),
+            dtm,
         }
     }
 
@@ -102,13 +93,6 @@ impl Dtx {
                 )
             })
             .collect()
-    }
-}
-
-impl Drop for Dtx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

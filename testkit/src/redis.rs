@@ -1,0 +1,184 @@
+//! A private `redis-server` per test or bench run.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::free_port;
+
+/// How a private Redis keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// Nothing on disk.
+    None,
+    /// AOF, fsynced on every write.
+    AofAlways,
+    /// AOF, fsynced every second.
+    AofEverySec,
+}
+
+/// A private `redis-server` on a free port, killed and its directory
+/// removed when dropped. It refuses to evict, and allows `DEBUG` from
+/// localhost (tests pause it with `DEBUG SLEEP`).
+pub struct RedisServer {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    /// Its data directory.
+    pub dir: PathBuf,
+    persistence: Persistence,
+}
+
+impl RedisServer {
+    /// Starts one without persistence.
+    pub fn start() -> Self {
+        Self::start_with(Persistence::None)
+    }
+
+    /// Starts one with AOF fsynced on every write.
+    pub fn start_aof() -> Self {
+        Self::start_with(Persistence::AofAlways)
+    }
+
+    /// Starts one keeping its data as `persistence` says.
+    pub fn start_with(persistence: Persistence) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "dtx-redis-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::launch(persistence, free_port(), dir)
+    }
+
+    fn launch(persistence: Persistence, port: u16, dir: PathBuf) -> Self {
+        let mut cmd = Command::new("redis-server");
+        let fsync = match persistence {
+            Persistence::None => None,
+            Persistence::AofAlways => Some("always"),
+            Persistence::AofEverySec => Some("everysec"),
+        };
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(dtx::dev::redis_server_args(fsync))
+            .args(["--enable-debug-command", "local"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .expect("tests need redis-server on PATH (apt-get install redis-server)");
+        let server = Self {
+            child,
+            port,
+            dir,
+            persistence,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut c) = client.get_connection() {
+                    if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    /// `redis://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A plain synchronous connection for assertions.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// Stops it (SIGKILL: whatever was not fsynced is lost) and starts it
+    /// again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.revive();
+    }
+
+    /// Stops it without starting it again.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again after [`RedisServer::kill`].
+    pub fn revive(&mut self) {
+        let again = Self::launch(self.persistence, self.port, self.dir.clone());
+        let old = std::mem::replace(self, again);
+        // its process is gone and its directory is ours now
+        std::mem::forget(old);
+    }
+
+    /// The value of `key` in the `section` of `INFO` (0 when absent).
+    pub fn info(&self, section: &str, key: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.conn())
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `EVALSHA` and `EVAL` calls so far.
+    pub fn script_calls(&self) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.conn())
+            .unwrap();
+        ["evalsha", "eval"]
+            .iter()
+            .map(|n| {
+                info.lines()
+                    .find(|l| l.starts_with(&format!("cmdstat_{n}:")))
+                    .and_then(|l| l.split("calls=").nth(1))
+                    .and_then(|v| v.split(',').next())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// Every key under `prefix`, sorted.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut c = self.conn();
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut c)
+            .unwrap();
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
