@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::{Policy, RetryPolicy};
 use crate::engine::Engine;
-use crate::http::{router, AppState};
+use crate::http::{router, Api, AppState};
 use crate::store::{StartError, Store};
 
 /// Why a replica could not start; each message names the fix.
@@ -81,7 +81,7 @@ impl Application {
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|error| AppError::Bind { addr, error })?;
-        let state = AppState {
+        let state = Arc::new(Api {
             engine: Arc::clone(&engine),
             service: crate::service::Service {
                 engine: Arc::clone(&engine),
@@ -96,11 +96,9 @@ impl Application {
                 )),
             },
             metrics,
-            auth: Arc::new(crate::http::Auth::new(&settings.auth)),
-            origins: Arc::new(crate::http::AllowedOrigins::parse(
-                &settings.http.allowed_origins,
-            )),
-        };
+            auth: crate::http::Auth::new(&settings.auth),
+            origins: crate::http::AllowedOrigins::parse(&settings.http.allowed_origins),
+        });
         Ok(Self {
             listener,
             engine,

@@ -2,14 +2,12 @@
 //! health and the console's own files needs `Authorization: Bearer
 //! <token>`; a read-only token may only read.
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::AppState;
 use crate::config::AuthSettings;
 
 /// Routes a read-only token may use.
@@ -95,9 +93,10 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 }
 
 /// The middleware.
-pub(super) async fn require(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if !s.auth.enabled() || is_open(req.uri().path()) {
-        return next.run(req).await;
+/// The refusal of `req` under `auth`, if it has no right to its route.
+pub(super) fn refusal(auth: &Auth, req: &Request) -> Option<Response> {
+    if !auth.enabled() || is_open(req.uri().path()) {
+        return None;
     }
     let token = req
         .headers()
@@ -106,21 +105,21 @@ pub(super) async fn require(State(s): State<AppState>, req: Request, next: Next)
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .trim();
-    match s.auth.access(token) {
-        Access::Full => next.run(req).await,
+    match auth.access(token) {
+        Access::Full => None,
         Access::Read => {
             let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str());
             if route.is_some_and(|r| READ_ROUTES.contains(&r)) {
-                next.run(req).await
+                None
             } else {
-                refuse(StatusCode::FORBIDDEN, "this token may only read")
+                Some(refuse(StatusCode::FORBIDDEN, "this token may only read"))
             }
         }
-        Access::None if token.is_empty() => refuse(
+        Access::None if token.is_empty() => Some(refuse(
             StatusCode::UNAUTHORIZED,
             "missing token: send Authorization: Bearer <token>",
-        ),
-        Access::None => refuse(StatusCode::UNAUTHORIZED, "unknown token"),
+        )),
+        Access::None => Some(refuse(StatusCode::UNAUTHORIZED, "unknown token")),
     }
 }
 

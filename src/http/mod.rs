@@ -15,7 +15,7 @@ mod trans;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::Router;
 
 pub use auth::Auth;
@@ -26,9 +26,12 @@ use crate::service::Service;
 
 use crate::engine::Engine;
 
+/// What every handler needs, shared: one reference count per request
+/// however many layers look at it.
+pub type AppState = Arc<Api>;
+
 /// What every handler needs.
-#[derive(Clone)]
-pub struct AppState {
+pub struct Api {
     /// The replica's engine.
     pub engine: Arc<Engine>,
     /// The use cases.
@@ -36,9 +39,25 @@ pub struct AppState {
     /// Renders the metrics.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Access tokens.
-    pub auth: Arc<Auth>,
+    pub auth: Auth,
     /// Origins besides dtx's own whose pages may call the API.
-    pub origins: Arc<AllowedOrigins>,
+    pub origins: AllowedOrigins,
+}
+
+/// Refuses what a browser marks as cross-site, then what the request's
+/// token has no right to; one layer for both, as every request passes it.
+async fn guard(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(refused) = origin::refusal(&s.origins, req.headers()) {
+        return refused;
+    }
+    if let Some(refused) = auth::refusal(&s.auth, &req) {
+        return refused;
+    }
+    next.run(req).await
 }
 
 /// The whole HTTP API.
@@ -52,14 +71,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(health::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            origin::same_site_only,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .layer(axum::middleware::from_fn(health::track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)

@@ -3,12 +3,10 @@
 //! and any content type is accepted). Clients outside a browser send
 //! neither `Sec-Fetch-Site` nor `Origin`, and pass unchanged.
 
-use axum::extract::{Request, State};
-use axum::http::header;
-use axum::middleware::Next;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState};
+use super::ApiError;
 
 /// Origins, besides dtx's own, whose pages may call the API.
 #[derive(Debug, Clone, Default)]
@@ -63,20 +61,19 @@ impl AllowedOrigins {
 }
 
 /// The middleware: 403, and nothing done, for a cross-site request.
-pub(super) async fn same_site_only(
-    State(s): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if s.origins.admits(req.headers()) {
-        next.run(req).await
-    } else {
+/// The refusal of a request with `headers`, if a browser marks it as
+/// cross-site.
+pub(super) fn refusal(origins: &AllowedOrigins, headers: &HeaderMap) -> Option<Response> {
+    if origins.admits(headers) {
+        return None;
+    }
+    Some(
         ApiError::Forbidden(
             "cross-site request refused: add the page's origin to http.allowed_origins (DTX_HTTP_ALLOWED_ORIGINS) to allow it"
                 .into(),
         )
-        .into_response()
-    }
+        .into_response(),
+    )
 }
 
 #[cfg(test)]
