@@ -57,25 +57,29 @@ pub struct Resume {
 }
 
 impl Resume {
-    /// The resume request of workflow `t`; unreadable `custom_data` gives
-    /// an empty one (a GET without a name), as dtm does.
+    /// The resume request of workflow `t`. `data` comes in both forms real
+    /// clients send: a base64 string (Go's `[]byte`) or a JSON array of
+    /// byte values. Unreadable `custom_data` gives an empty request (a GET
+    /// without a name), as dtm does; an unreadable `data` alone keeps the
+    /// name.
     pub fn of(t: &Trans) -> Self {
         use base64::Engine as _;
-        #[derive(serde::Deserialize, Default)]
-        struct Custom {
-            #[serde(default)]
-            name: String,
-            #[serde(default)]
-            data: String,
-        }
-        let custom: Custom = serde_json::from_str(&t.custom_data).unwrap_or_default();
-        let body = base64::engine::general_purpose::STANDARD
-            .decode(custom.data.as_bytes())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+        use serde_json::Value;
+        let custom: Value = serde_json::from_str(&t.custom_data).unwrap_or_default();
+        let bytes = match &custom["data"] {
+            Value::String(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .unwrap_or_default(),
+            Value::Array(items) => items
+                .iter()
+                .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect::<Option<Vec<u8>>>()
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
         Self {
-            op: custom.name,
-            body,
+            op: custom["name"].as_str().unwrap_or_default().to_owned(),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
         }
     }
 }

@@ -134,3 +134,32 @@ async fn a_quiet_workflow_is_called_back_with_backoff_until_it_submits() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(b.calls().len(), n, "called back after its submit");
 }
+
+#[tokio::test]
+async fn a_workflow_whose_input_is_a_byte_array_is_resumed_with_its_name_and_input() {
+    // one published client sends custom_data.data as a JSON array of byte
+    // values, which Go's decoder also accepts into []byte
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis).await;
+    let b = Branches::start().await;
+    let g = gid("wf-bytes");
+    let input: Vec<u8> = br#"{"x":1}"#.to_vec();
+    let custom = json!({"name": "transfer", "data": input}).to_string();
+    let prepare = json!({
+        "gid": g, "trans_type": "workflow", "timeout_to_fail": 1,
+        "custom_data": custom, "query_prepared": b.url("resume"),
+    });
+    let (status, _) = app.post("prepareWorkflow", &prepare).await;
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        if let Some(c) = b.calls().into_iter().find(|c| c.path == "resume") {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "never called back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(first.method, "POST");
+    assert_eq!(first.body, r#"{"x":1}"#);
+    assert_eq!(first.query["op"], "transfer");
+}

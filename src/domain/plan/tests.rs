@@ -300,6 +300,24 @@ fn prepared_workflow_is_called_back_after_its_timeout() {
             body: r#"{"amount":30}"#.into(),
         })
     );
+    // the same input as a JSON array of byte values (one published client)
+    t.custom_data = r#"{"name":"wf-transfer","data":[123,34,97,34,58,49,125]}"#.into();
+    assert_eq!(
+        plan(&t, 40_000, &POLICY),
+        Plan::Resume(Resume {
+            op: "wf-transfer".into(),
+            body: r#"{"a":1}"#.into(),
+        })
+    );
+    // data that is neither keeps the name
+    t.custom_data = r#"{"name":"wf-transfer","data":[300]}"#.into();
+    assert_eq!(
+        plan(&t, 40_000, &POLICY),
+        Plan::Resume(Resume {
+            op: "wf-transfer".into(),
+            body: String::new(),
+        })
+    );
     // unreadable custom_data: a GET with no name, as dtm sends it
     t.custom_data = "not json".into();
     assert_eq!(plan(&t, 40_000, &POLICY), Plan::Resume(Resume::default()));
