@@ -66,7 +66,7 @@ struct BranchRequest<'a> {
     url: &'a str,
     branch_id: &'a str,
     op: &'a str,
-    body: &'a str,
+    body: &'a [u8],
     post: bool,
 }
 
@@ -130,7 +130,11 @@ impl Caller {
     pub async fn call_branch(&self, t: &Trans, b: &Branch) -> Outcome {
         // dtm: POST when there is a body, and always for xa
         let post = !b.data.is_empty() || t.kind == TransKind::Xa;
-        let body = if t.kind == TransKind::Xa { "" } else { &b.data };
+        let body: &[u8] = if t.kind == TransKind::Xa {
+            b""
+        } else {
+            &b.data
+        };
         self.call(
             t,
             BranchRequest {
@@ -155,7 +159,7 @@ impl Caller {
                 url: &t.query_prepared,
                 branch_id: "00",
                 op: "msg",
-                body: "",
+                body: b"",
                 post: false,
             },
         )
@@ -225,7 +229,7 @@ impl Caller {
             .flatten();
         let body = match &rpc_method {
             Some(method) => match rpc_body(t, req, method) {
-                Ok(b) => b,
+                Ok(b) => b.into_bytes(),
                 Err(e) => return Outcome::Unknown(e),
             },
             None => {
@@ -234,7 +238,7 @@ impl Caller {
                     .append_pair("trans_type", t.kind.as_str())
                     .append_pair("branch_id", req.branch_id)
                     .append_pair("op", req.op);
-                req.body.to_owned()
+                req.body.to_vec()
             }
         };
         let post = req.post || rpc_method.is_some();
@@ -330,10 +334,10 @@ async fn read_prefix(
 /// The JSON-RPC request for a branch: the payload (a JSON object) as
 /// params, plus gid, trans_type, branch_id and op.
 fn rpc_body(t: &Trans, req: &BranchRequest<'_>, method: &str) -> Result<String, String> {
-    let mut params = if req.body.trim().is_empty() {
+    let mut params = if req.body.trim_ascii().is_empty() {
         serde_json::Map::new()
     } else {
-        match serde_json::from_str::<serde_json::Value>(req.body) {
+        match serde_json::from_slice::<serde_json::Value>(req.body) {
             Ok(serde_json::Value::Object(m)) => m,
             _ => {
                 return Err(format!(

@@ -32,8 +32,9 @@ pub struct NewTransInput {
     pub kind: TransKind,
     /// Steps (saga, msg).
     pub steps: Vec<BranchInput>,
-    /// One body per step, in step order.
-    pub payloads: Vec<String>,
+    /// One body per step, in step order: bytes, as clients over gRPC send
+    /// them (JSON text over HTTP).
+    pub payloads: Vec<Vec<u8>>,
     /// Kind-specific JSON text.
     pub custom_data: String,
     /// msg check-back or workflow resume URL.
@@ -140,10 +141,21 @@ pub fn build_registered(
     fields: &BTreeMap<String, String>,
     now_ms: u64,
 ) -> Result<Vec<Branch>, ValidationError> {
+    let data = fields.get("data").map(String::as_bytes).unwrap_or_default();
+    build_registered_with(kind, fields, data, now_ms)
+}
+
+/// [`build_registered`] with the row data given apart, as bytes (gRPC's
+/// `BusiPayload`); `fields["data"]` is then not read.
+pub fn build_registered_with(
+    kind: TransKind,
+    fields: &BTreeMap<String, String>,
+    data: &[u8],
+    now_ms: u64,
+) -> Result<Vec<Branch>, ValidationError> {
     let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
     let id = get("branch_id").to_owned();
     validate_branch_id(&id)?;
-    let data = get("data");
     let pair = |first: (Op, &str), second: (Op, &str)| -> Result<Vec<Branch>, ValidationError> {
         validate_url(first.1)?;
         validate_url(second.1)?;
@@ -418,12 +430,12 @@ fn check_payloads(input: &NewTransInput) -> Result<(), ValidationError> {
     Ok(())
 }
 
-fn row(id: String, op: Op, url: &str, data: &str, seq: usize, now_ms: u64) -> Branch {
+fn row(id: String, op: Op, url: &str, data: &[u8], seq: usize, now_ms: u64) -> Branch {
     Branch {
         id,
         op,
         url: url.to_owned(),
-        data: data.to_owned(),
+        data: data.to_vec(),
         status: BranchStatus::Prepared,
         seq: seq as u32,
         update_ms: now_ms,

@@ -15,9 +15,9 @@ mod transition;
 
 pub use allow::AllowList;
 pub use build::{
-    build_new, build_registered, is_grpc_shaped, validate_branch_id, validate_gid, validate_url,
-    BranchInput, Limits, NewTrans, NewTransInput, ValidationError, MAX_RETRY_LIMIT, MAX_SECONDS,
-    MAX_STEPS,
+    build_new, build_registered, build_registered_with, is_grpc_shaped, validate_branch_id,
+    validate_gid, validate_url, BranchInput, Limits, NewTrans, NewTransInput, ValidationError,
+    MAX_RETRY_LIMIT, MAX_SECONDS, MAX_STEPS,
 };
 pub use decide::{decide, Command, Decision, Refusal, Then};
 pub use model::{

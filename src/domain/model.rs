@@ -242,8 +242,9 @@ pub struct Branch {
     pub op: Op,
     /// URL to call; empty means success without a call.
     pub url: String,
-    /// Body sent with the call (empty: a GET without body).
-    pub data: String,
+    /// Body sent with the call, the bytes the client gave (empty: a GET
+    /// without body).
+    pub data: Vec<u8>,
     /// Current status.
     pub status: BranchStatus,
     /// Position in storage order (dtm's row order), for listing.

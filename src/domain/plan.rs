@@ -53,7 +53,7 @@ pub struct Resume {
     /// The workflow's name, sent as `op`.
     pub op: String,
     /// The initial input, decoded; empty means a GET.
-    pub body: String,
+    pub body: Vec<u8>,
 }
 
 impl Resume {
@@ -79,7 +79,7 @@ impl Resume {
         };
         Self {
             op: custom["name"].as_str().unwrap_or_default().to_owned(),
-            body: String::from_utf8_lossy(&bytes).into_owned(),
+            body: bytes,
         }
     }
 }

@@ -176,7 +176,7 @@ fn steps_of(t: &Trans) -> Option<StepsAndPayloads> {
         let i = match steps.iter().position(|(id, _, _)| *id == b.id) {
             Some(i) => i,
             None => {
-                steps.push((b.id.clone(), Map::new(), b.data.clone()));
+                steps.push((b.id.clone(), Map::new(), payload_text(t, &b.data)));
                 steps.len() - 1
             }
         };
@@ -184,6 +184,16 @@ fn steps_of(t: &Trans) -> Option<StepsAndPayloads> {
     }
     let payloads = steps.iter().map(|(_, _, p)| p.clone()).collect();
     Some((steps.into_iter().map(|(_, s, _)| s).collect(), payloads))
+}
+
+/// A payload as JSON text: the text a client sent over HTTP, base64 of the
+/// bytes of a transaction created over gRPC (proto bytes are rarely text).
+pub(super) fn payload_text(t: &Trans, data: &[u8]) -> String {
+    use base64::Engine as _;
+    match (t.protocol.as_str(), std::str::from_utf8(data)) {
+        ("grpc", _) | (_, Err(_)) => base64::engine::general_purpose::STANDARD.encode(data),
+        (_, Ok(text)) => text.to_owned(),
+    }
 }
 
 /// A branch row as dtm's `TransBranchStore` JSON.
@@ -195,7 +205,7 @@ pub(super) fn branch_json(t: &Trans, b: &Branch) -> Value {
         "update_time": rfc3339(b.update_ms),
         "gid": t.gid,
         "url": b.url,
-        "bin_data": base64::engine::general_purpose::STANDARD.encode(b.data.as_bytes()),
+        "bin_data": base64::engine::general_purpose::STANDARD.encode(&b.data),
         "branch_id": b.id,
         "op": b.op.as_str(),
         "status": b.status.as_str(),

@@ -122,7 +122,7 @@ impl TransBody {
             gid: self.gid,
             kind,
             steps,
-            payloads,
+            payloads: payloads.into_iter().map(String::into_bytes).collect(),
             custom_data: self.custom_data,
             query_prepared: self.query_prepared,
             protocol: self.protocol,
@@ -310,7 +310,7 @@ mod tests {
         )
         .unwrap();
         let input = body.into_input().unwrap();
-        assert_eq!(input.payloads, ["{\"x\":1}"]);
+        assert_eq!(input.payloads, [b"{\"x\":1}"]);
         assert_eq!(input.opts.request_timeout, 8);
         assert_eq!(input.custom_data, "");
     }

@@ -143,47 +143,52 @@ pub fn trans_fields(t: &Trans, epoch: u64) -> Vec<(&'static str, String)> {
 /// `<status>\t<ms since creation>\t<seq>\t<url>\t<data>`. The time is kept
 /// relative so a typical row stays short enough for Redis's compact hash
 /// encoding.
-pub fn branch_row(b: &Branch, create_ms: u64) -> String {
-    format!(
-        "{}\t{}\t{}\t{}\t{}",
+pub fn branch_row(b: &Branch, create_ms: u64) -> Vec<u8> {
+    let mut row = format!(
+        "{}\t{}\t{}\t{}\t",
         b.status.as_str(),
         b.update_ms.saturating_sub(create_ms),
         b.seq,
         b.url,
-        b.data
     )
+    .into_bytes();
+    row.extend_from_slice(&b.data);
+    row
 }
 
 /// A row without its time and position, for `register_branch.lua`, which
 /// adds both: `(status, tail)` with value = status, time, seq, tail.
-pub fn branch_row_parts(b: &Branch) -> (String, String) {
-    (
-        b.status.as_str().to_owned(),
-        format!("\t{}\t{}", b.url, b.data),
-    )
+pub fn branch_row_parts(b: &Branch) -> (String, Vec<u8>) {
+    let mut tail = format!("\t{}\t", b.url).into_bytes();
+    tail.extend_from_slice(&b.data);
+    (b.status.as_str().to_owned(), tail)
 }
 
 /// Decodes one branch row from its field and value, for a transaction
 /// created at `create_ms`.
-pub fn decode_branch(field: &str, value: &str, create_ms: u64) -> Result<Branch, DecodeError> {
+pub fn decode_branch(field: &str, value: &[u8], create_ms: u64) -> Result<Branch, DecodeError> {
     let (id, op) = field
         .rsplit_once(':')
         .ok_or_else(|| bad(format!("branch field {field:?}")))?;
     let op = Op::parse(op).ok_or_else(|| bad(format!("branch op in {field:?}")))?;
-    let mut parts = value.splitn(5, '\t');
+    // four text parts, then the data as the bytes they are
+    let mut parts = value.splitn(5, |b| *b == b'\t');
     let mut next = || {
         parts
             .next()
             .ok_or_else(|| bad(format!("branch row {field:?}")))
     };
-    let status = next()?;
+    let mut text_part = || -> Result<&str, DecodeError> {
+        std::str::from_utf8(next()?).map_err(|_| bad(format!("branch row {field:?}")))
+    };
+    let status = text_part()?;
     let status =
         BranchStatus::parse(status).ok_or_else(|| bad(format!("branch status {status:?}")))?;
-    let since: u64 = next()?.parse().map_err(|_| bad("branch time"))?;
+    let since: u64 = text_part()?.parse().map_err(|_| bad("branch time"))?;
     let update_ms = create_ms.saturating_add(since);
-    let seq = next()?.parse().map_err(|_| bad("branch seq"))?;
-    let url = next()?.to_owned();
-    let data = next()?.to_owned();
+    let seq = text_part()?.parse().map_err(|_| bad("branch seq"))?;
+    let url = text_part()?.to_owned();
+    let data = next()?.to_vec();
     Ok(Branch {
         id: id.to_owned(),
         op,
@@ -263,7 +268,7 @@ pub fn decode_trans(
     if !has_kind || !has_status {
         return Err(bad(format!("transaction {gid:?} has no status or kind")));
     }
-    for (field, value) in pairs(branches)? {
+    for (field, value) in byte_pairs(branches)? {
         t.branches.push(decode_branch(&field, &value, t.create_ms)?);
     }
     t.branches.sort_by_key(|b| b.seq);
@@ -286,6 +291,31 @@ fn pairs(v: &Value) -> Result<Vec<(String, String)>, DecodeError> {
         Value::Map(items) => items
             .iter()
             .map(|(k, v)| Ok((text(k)?, text(v)?)))
+            .collect(),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(bad(format!("expected a hash, got {other:?}"))),
+    }
+}
+
+/// [`pairs`] with the values as bytes (branch rows hold payload bytes).
+fn byte_pairs(v: &Value) -> Result<Vec<(String, Vec<u8>)>, DecodeError> {
+    let value = |v: &Value| match v {
+        Value::BulkString(b) => Ok(b.clone()),
+        other => text(other).map(String::into_bytes),
+    };
+    match v {
+        Value::Array(items) => {
+            if items.len() % 2 != 0 {
+                return Err(bad("odd hash reply"));
+            }
+            items
+                .chunks(2)
+                .map(|c| Ok((text(&c[0])?, value(&c[1])?)))
+                .collect()
+        }
+        Value::Map(items) => items
+            .iter()
+            .map(|(k, v)| Ok((text(k)?, value(v)?)))
             .collect(),
         Value::Nil => Ok(Vec::new()),
         other => Err(bad(format!("expected a hash, got {other:?}"))),
@@ -369,9 +399,19 @@ mod tests {
         };
         let back = decode_branch(&b.field(), &branch_row(&b, 10), 10).unwrap();
         assert_eq!(back, b);
-        assert!(branch_row(&b, 10).starts_with("succeed\t7\t4\t"));
+        assert!(branch_row(&b, 10).starts_with(b"succeed\t7\t4\t"));
         let (status, tail) = branch_row_parts(&b);
-        assert_eq!(format!("{status}\t7\t{}{tail}", b.seq), branch_row(&b, 10));
+        let mut joined = format!("{status}\t7\t{}", b.seq).into_bytes();
+        joined.extend_from_slice(&tail);
+        assert_eq!(joined, branch_row(&b, 10));
+        // proto bytes are rarely text: any byte, tabs and invalid UTF-8
+        // included, comes back as it went in
+        let bin = Branch {
+            data: vec![0x0a, 0x03, b'\t', 0xff, 0xfe, 0x00, 0x80],
+            ..b
+        };
+        let back = decode_branch(&bin.field(), &branch_row(&bin, 10), 10).unwrap();
+        assert_eq!(back, bin);
     }
 
     #[test]

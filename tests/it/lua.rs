@@ -855,7 +855,7 @@ async fn register_branch_adds_numbered_rows_or_refuses_without_writing() {
     // 8 payload bytes held, 40 allowed
     let mut big = rows3.clone();
     for b in &mut big {
-        b.data = "x".repeat(17);
+        b.data = "x".repeat(17).into_bytes();
     }
     let bytes_over = st
         .register_branch("tcc1", TransKind::Tcc, &big, &LIMITS, 3_000)

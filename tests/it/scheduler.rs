@@ -71,7 +71,7 @@ fn input(
                 compensate: (*c).to_owned(),
             })
             .collect(),
-        payloads: vec!["{}".to_owned(); steps.len()],
+        payloads: vec![b"{}".to_vec(); steps.len()],
         custom_data: String::new(),
         query_prepared: query_prepared.to_owned(),
         protocol: String::new(),

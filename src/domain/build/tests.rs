@@ -14,7 +14,9 @@ fn input(kind: TransKind, steps: usize, payloads: usize) -> NewTransInput {
                 compensate: format!("http://svc/c{i}"),
             })
             .collect(),
-        payloads: (0..payloads).map(|i| format!("{{\"n\":{i}}}")).collect(),
+        payloads: (0..payloads)
+            .map(|i| format!("{{\"n\":{i}}}").into_bytes())
+            .collect(),
         custom_data: String::new(),
         query_prepared: String::new(),
         protocol: String::new(),
@@ -46,7 +48,7 @@ fn saga_rows_follow_dtm_storage_order() {
             ("02:action".to_string(), Op::Action, 3),
         ]
     );
-    assert_eq!(t.branches[1].data, "{\"n\":0}");
+    assert_eq!(t.branches[1].data, b"{\"n\":0}");
     assert_eq!(t.branches[1].url, "http://svc/a0");
 }
 
@@ -157,7 +159,10 @@ fn registered_rows_per_kind() {
     .unwrap();
     let got: Vec<(String, &str, &str)> = tcc
         .iter()
-        .map(|b| (b.field(), b.url.as_str(), b.data.as_str()))
+        .map(|b| {
+            let data = std::str::from_utf8(&b.data).unwrap();
+            (b.field(), b.url.as_str(), data)
+        })
         .collect();
     assert_eq!(
         got,

@@ -297,7 +297,7 @@ fn prepared_workflow_is_called_back_after_its_timeout() {
         plan(&t, 40_000, &POLICY),
         Plan::Resume(Resume {
             op: "wf-transfer".into(),
-            body: r#"{"amount":30}"#.into(),
+            body: br#"{"amount":30}"#.to_vec(),
         })
     );
     // the same input as a JSON array of byte values (one published client)
@@ -306,7 +306,7 @@ fn prepared_workflow_is_called_back_after_its_timeout() {
         plan(&t, 40_000, &POLICY),
         Plan::Resume(Resume {
             op: "wf-transfer".into(),
-            body: r#"{"a":1}"#.into(),
+            body: br#"{"a":1}"#.to_vec(),
         })
     );
     // data that is neither keeps the name
@@ -315,7 +315,7 @@ fn prepared_workflow_is_called_back_after_its_timeout() {
         plan(&t, 40_000, &POLICY),
         Plan::Resume(Resume {
             op: "wf-transfer".into(),
-            body: String::new(),
+            body: Vec::new(),
         })
     );
     // unreadable custom_data: a GET with no name, as dtm sends it
