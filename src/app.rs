@@ -23,7 +23,9 @@ pub enum AppError {
     #[error(transparent)]
     Store(#[from] StartError),
     /// The HTTP port cannot be bound.
-    #[error("cannot listen on {addr}: {error}. Free the port or set DTX_HTTP_PORT")]
+    #[error(
+        "cannot listen on {addr}: {error}. Free the port or set DTX_HTTP_PORT / DTX_GRPC_PORT"
+    )]
     Bind {
         /// Address.
         addr: String,
@@ -38,6 +40,8 @@ pub enum AppError {
 /// A replica, bound and connected, not yet serving.
 pub struct Application {
     listener: TcpListener,
+    grpc_listener: TcpListener,
+    grpc: crate::grpc::Grpc,
     engine: Arc<Engine>,
     state: AppState,
     max_body_bytes: usize,
@@ -81,6 +85,14 @@ impl Application {
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|error| AppError::Bind { addr, error })?;
+        let grpc_addr = format!("{}:{}", settings.http.host, settings.grpc.port);
+        let grpc_listener =
+            TcpListener::bind(&grpc_addr)
+                .await
+                .map_err(|error| AppError::Bind {
+                    addr: grpc_addr,
+                    error,
+                })?;
         let state = Arc::new(Api {
             engine: Arc::clone(&engine),
             service: crate::service::Service {
@@ -99,8 +111,15 @@ impl Application {
             auth: crate::http::Auth::new(&settings.auth),
             origins: crate::http::AllowedOrigins::parse(&settings.http.allowed_origins),
         });
+        let grpc = crate::grpc::Grpc {
+            service: state.service.clone(),
+            auth: state.auth.clone(),
+            max_message_bytes: settings.http.max_body_bytes,
+        };
         Ok(Self {
             listener,
+            grpc_listener,
+            grpc,
             engine,
             state,
             max_body_bytes: settings.http.max_body_bytes,
@@ -113,6 +132,14 @@ impl Application {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The bound gRPC port.
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(0)
     }
 
     /// The replica's engine (tests drive its scheduler directly).
@@ -128,7 +155,12 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let engine = self.engine;
-        info!(port = self.listener.local_addr()?.port(), replica = %engine.owner, "dtx is serving");
+        info!(
+            port = self.listener.local_addr()?.port(),
+            grpc_port = self.grpc_listener.local_addr()?.port(),
+            replica = %engine.owner,
+            "dtx is serving"
+        );
         let claims = tokio::spawn(Arc::clone(&engine).run_claim_loop());
         let maintenance = tokio::spawn(Arc::clone(&engine).run_maintenance());
         let stop = tokio_util::sync::CancellationToken::new();
@@ -142,9 +174,19 @@ impl Application {
             server_stop,
             self.drain_timeout,
         ));
+        let draining = tokio_util::sync::CancellationToken::new();
+        let grpc = tokio::spawn(crate::grpc::serve(
+            self.grpc_listener,
+            self.grpc,
+            draining.clone(),
+            stop.clone(),
+            self.drain_timeout,
+        ));
         shutdown.await;
-        // readiness turns 503 now; keep serving while load balancers notice
+        // readiness turns 503 (gRPC health NOT_SERVING) now; keep serving
+        // while load balancers notice
         engine.begin_drain();
+        draining.cancel();
         info!(
             delay_ms = self.drain_delay_ms,
             "stopping: readiness is off, claims stopped"
@@ -154,6 +196,9 @@ impl Application {
         stop.cancel();
         engine.drain().await;
         let served = server.await;
+        if let Ok(Err(e)) = grpc.await {
+            tracing::warn!(error = %e, "the gRPC server stopped with an error");
+        }
         let _ = claims.await;
         let _ = maintenance.await;
         info!("stopped");

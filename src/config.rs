@@ -51,6 +51,8 @@ pub enum ConfigError {
 pub struct Settings {
     /// HTTP API.
     pub http: HttpSettings,
+    /// gRPC API.
+    pub grpc: GrpcSettings,
     /// Redis connection and layout.
     pub redis: RedisSettings,
     /// Retention and limits.
@@ -69,6 +71,13 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Logging.
     pub log: LogSettings,
+}
+
+/// `[grpc]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct GrpcSettings {
+    /// Listen port on `http.host` (0 picks a free one).
+    pub port: u16,
 }
 
 /// `[http]`

@@ -6,7 +6,8 @@
 //! In the order a transaction travels:
 //!
 //! - [`http`]: dtm's HTTP API; parses and validates requests, never calls
-//!   a branch.
+//!   a branch. [`grpc`]: dtm's gRPC API, the same way. Both check tokens
+//!   with [`access`] and call [`service`], the use cases.
 //! - [`domain`]: the pure model: types, the status transition table, the
 //!   retry policy, validation, and the planner that says what to do next.
 //! - [`store`]: the only code that knows Redis keys and Lua scripts; one
@@ -21,6 +22,7 @@
 //! - [`dev`]: the private Redis of `--dev`.
 //! - [`telemetry`]: Prometheus metric names and recording helpers.
 
+pub mod access;
 pub mod app;
 pub mod caller;
 pub mod clock;
@@ -29,6 +31,7 @@ pub mod dev;
 pub mod domain;
 pub mod drive;
 pub mod engine;
+pub mod grpc;
 pub mod http;
 pub mod scheduler;
 pub mod service;

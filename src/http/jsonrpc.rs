@@ -8,8 +8,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::ops::{do_force_stop, do_register_branch, do_reset_next_cron_time};
-use super::trans::{do_abort, do_prepare, do_prepare_workflow, do_submit, gen_gid};
+use super::trans::{do_abort, do_prepare, do_prepare_workflow, do_submit};
 use super::{ApiError, AppState};
+use crate::service::new_gid;
 
 /// Error codes of the JSON-RPC replies.
 const PARSE_ERROR: i64 = -32700;
@@ -43,7 +44,7 @@ fn params<T: serde::de::DeserializeOwned>(p: Value) -> Result<T, ApiError> {
 
 async fn dispatch(s: &AppState, method: &str, p: Value) -> Option<Result<Value, ApiError>> {
     let r = match method {
-        "newGid" => Ok(json!({"gid": gen_gid()})),
+        "newGid" => Ok(json!({"gid": new_gid()})),
         "prepare" => run(params(p), |b| do_prepare(s, b)).await,
         "submit" => run(params(p), |b| do_submit(s, b)).await,
         "abort" => run(params(p), |b| do_abort(s, b)).await,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::Router;
 
-pub use auth::Auth;
+pub use crate::access::{Access, Auth};
 pub use error::ApiError;
 pub use origin::AllowedOrigins;
 

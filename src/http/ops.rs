@@ -59,7 +59,12 @@ pub(super) async fn do_register_branch(s: &AppState, body: BranchBody) -> ApiRes
     let kind = TransKind::parse(trans_type)
         .ok_or_else(|| ApiError::BadRequest(format!("unknown trans_type {trans_type:?}")))?;
     s.service
-        .register_branch(RegisterBranch { gid, kind, fields })
+        .register_branch(RegisterBranch {
+            gid,
+            kind,
+            fields,
+            data: None,
+        })
         .await?;
     success()
 }

@@ -16,7 +16,7 @@ use super::{ApiError, AppState};
 use crate::domain::{
     validate_gid, BranchInput, GlobalStatus, NewTransInput, TransKind, TransOptions,
 };
-use crate::service::{Abort, WorkflowOutcome};
+use crate::service::{new_gid, Abort, WorkflowOutcome};
 use crate::store::{Cursor, ListFilter};
 
 /// The version dtm clients see; dtx's own follows it.
@@ -25,7 +25,7 @@ const DTM_VERSION: &str = "v1.19.0";
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/dtmsvr/version", get(version))
-        .route("/api/dtmsvr/newGid", get(new_gid))
+        .route("/api/dtmsvr/newGid", get(new_gid_route))
         .route("/api/dtmsvr/prepare", post(prepare))
         .route("/api/dtmsvr/submit", post(submit))
         .route("/api/dtmsvr/abort", post(abort))
@@ -144,16 +144,8 @@ async fn version() -> Json<Value> {
     Json(json!({"version": DTM_VERSION, "dtx_version": env!("CARGO_PKG_VERSION")}))
 }
 
-/// A 22-character random id (about 128 bits), like dtm's shortuuid.
-pub(super) fn gen_gid() -> String {
-    const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    (0..22)
-        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
-        .collect()
-}
-
-async fn new_gid() -> Json<Value> {
-    Json(json!({"gid": gen_gid(), "dtm_result": "SUCCESS"}))
+async fn new_gid_route() -> Json<Value> {
+    Json(json!({"gid": new_gid(), "dtm_result": "SUCCESS"}))
 }
 
 async fn prepare(State(s): State<AppState>, JsonBody(body): JsonBody<TransBody>) -> ApiResult {
@@ -296,9 +288,9 @@ mod tests {
 
     #[test]
     fn gids_are_22_chars_and_differ() {
-        let a = gen_gid();
+        let a = new_gid();
         assert_eq!(a.len(), 22);
-        assert_ne!(a, gen_gid());
+        assert_ne!(a, new_gid());
     }
 
     #[test]

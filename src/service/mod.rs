@@ -15,7 +15,7 @@ pub use error::{ServiceError, ServiceResult};
 pub use ops::RegisterBranch;
 pub use reads::MAX_PAGE;
 pub use topics::{check_name, TOPICS};
-pub use trans::{Abort, WorkflowOutcome};
+pub use trans::{new_gid, Abort, WorkflowOutcome};
 
 use crate::domain::{AllowList, Limits};
 use crate::engine::Engine;

@@ -6,7 +6,9 @@ use tracing::info;
 
 use super::trans::{finished, kind_conflict};
 use super::{Service, ServiceError, ServiceResult};
-use crate::domain::{build_registered, decide, validate_gid, Command, Decision, TransKind};
+use crate::domain::{
+    build_registered, build_registered_with, decide, validate_gid, Command, Decision, TransKind,
+};
 use crate::store::{LimitKind, Move, StoreError};
 
 /// A `registerBranch` call: the flat string fields clients send
@@ -19,16 +21,27 @@ pub struct RegisterBranch {
     pub kind: TransKind,
     /// `branch_id`, `data`, and the kind's URLs or workflow fields.
     pub fields: BTreeMap<String, String>,
+    /// The row data as bytes (gRPC's `BusiPayload`), read instead of
+    /// `fields["data"]` when given.
+    pub data: Option<Vec<u8>>,
 }
 
 impl Service {
     /// Adds the rows of one branch to a prepared tcc, xa or workflow.
     pub async fn register_branch(&self, call: RegisterBranch) -> ServiceResult {
-        let RegisterBranch { gid, kind, fields } = call;
+        let RegisterBranch {
+            gid,
+            kind,
+            fields,
+            data,
+        } = call;
         validate_gid(&gid, self.limits.max_gid_len)?;
         let engine = &self.engine;
         let now = engine.now_ms();
-        let rows = build_registered(kind, &fields, now)?;
+        let rows = match &data {
+            Some(data) => build_registered_with(kind, &fields, data, now)?,
+            None => build_registered(kind, &fields, now)?,
+        };
         rows.iter().try_for_each(|b| self.check_allowed(&b.url))?;
         match engine
             .store

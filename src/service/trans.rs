@@ -22,6 +22,14 @@ pub struct WorkflowOutcome {
     pub req_extra: std::collections::BTreeMap<String, String>,
 }
 
+/// A 22-character random id (about 128 bits), like dtm's shortuuid.
+pub fn new_gid() -> String {
+    const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    (0..22)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect()
+}
+
 /// An `abort` call.
 #[derive(Debug, Clone)]
 pub struct Abort {

@@ -23,6 +23,7 @@ pub fn test_settings(redis_url: &str, prefix: &str) -> Settings {
     s.redis.key_prefix = prefix.to_owned();
     s.http.host = "127.0.0.1".into();
     s.http.port = 0;
+    s.grpc.port = 0;
     timings::TEST.apply(&mut s);
     s
 }
@@ -36,6 +37,8 @@ pub fn prefix() -> String {
 pub struct TestApp {
     /// `http://127.0.0.1:<port>/api/dtmsvr`
     pub base: String,
+    /// `http://127.0.0.1:<grpc port>`, the gRPC API.
+    pub grpc: String,
     /// A client to talk to it.
     pub http: reqwest::Client,
     /// Its key prefix.
@@ -56,6 +59,7 @@ impl TestApp {
     pub async fn spawn_with(settings: Settings) -> Self {
         let app = Application::build(&settings).await.expect("replica starts");
         let port = app.port();
+        let grpc = format!("http://127.0.0.1:{}", app.grpc_port());
         let engine = app.engine();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
@@ -63,6 +67,7 @@ impl TestApp {
         }));
         Self {
             base: format!("http://127.0.0.1:{port}/api/dtmsvr"),
+            grpc,
             http: reqwest::Client::new(),
             prefix: settings.redis.key_prefix.clone(),
             engine,

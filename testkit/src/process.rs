@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::{free_port, timings, StatusSource};
 
 /// The command that starts the dtx binary `bin` on `redis_url`, listening
-/// on 127.0.0.1:`port` and logging warnings only; the caller adds its own
+/// on 127.0.0.1:`port` (gRPC on a free port) and logging warnings only; the caller adds its own
 /// `DTX_*` settings and hands it to [`DtxProcess::spawn`] (or runs it to
 /// its end itself).
 pub fn dtx_command(bin: &Path, redis_url: &str, port: u16) -> Command {
@@ -21,6 +21,7 @@ pub fn dtx_command(bin: &Path, redis_url: &str, port: u16) -> Command {
         .env("DTX_HTTP_HOST", "127.0.0.1")
         .env("DTX_LOG_LEVEL", "warn")
         .env("DTX_HTTP_DRAIN_DELAY_MS", "0")
+        .env("DTX_GRPC_PORT", "0")
         .stdout(Stdio::null());
     cmd
 }

@@ -91,6 +91,7 @@ async fn dev_mode_starts_and_stops_its_own_redis() {
     cmd.arg("--dev")
         .current_dir(&dir)
         .env("DTX_HTTP_PORT", port.to_string())
+        .env("DTX_GRPC_PORT", "0")
         .env("DTX_HTTP_HOST", "127.0.0.1")
         .env("DTX_LOG_LEVEL", "warn")
         .stdout(Stdio::null());

@@ -7,6 +7,7 @@ mod api;
 mod console;
 mod dtmcli;
 mod durability;
+mod grpc;
 mod hardening;
 mod health_and_metrics;
 mod jsonrpc;

@@ -1,0 +1,97 @@
+//! The gRPC API: dtm's service `dtmgimp.Dtm` (contract §7.1) as one more
+//! thin adapter over [`crate::service`], with `grpc.health.v1` health
+//! (NOT_SERVING while draining, like `/readyz`) and server reflection.
+//! Tokens and limits are the HTTP API's.
+
+mod dtm;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tracing::warn;
+
+use crate::access::Auth;
+use crate::service::Service;
+
+/// The generated messages and service of `proto/dtmgimp.proto`.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("dtmgimp");
+
+    /// The descriptor set server reflection serves.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("dtmgimp_descriptor");
+}
+
+/// What the gRPC server needs.
+pub struct Grpc {
+    /// The use cases.
+    pub service: Service,
+    /// Access tokens, as for HTTP.
+    pub auth: Auth,
+    /// Largest message accepted, bytes (`http.max_body_bytes`).
+    pub max_message_bytes: usize,
+}
+
+/// Serves the gRPC API on `listener` until `stop` is cancelled; then
+/// health turns NOT_SERVING, new connections are refused and calls in
+/// flight get up to `drain` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    grpc: Grpc,
+    draining: CancellationToken,
+    stop: CancellationToken,
+    drain: Duration,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
+    health
+        .set_serving::<pb::dtm_server::DtmServer<dtm::DtmApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| warn!(error = %e, "gRPC reflection is off"))
+        .ok();
+    let auth = Arc::new(grpc.auth);
+    let api = pb::dtm_server::DtmServer::new(dtm::DtmApi {
+        service: grpc.service,
+    })
+    .max_decoding_message_size(grpc.max_message_bytes);
+    let dtm = tonic::service::interceptor::InterceptedService::new(api, move |req| {
+        status::authorize(&auth, req)
+    });
+    // readiness off: clients that check health stop choosing this replica
+    let reporter = health.clone();
+    let watch = draining.clone();
+    tokio::spawn(async move {
+        watch.cancelled().await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        reporter
+            .set_not_serving::<pb::dtm_server::DtmServer<dtm::DtmApi>>()
+            .await;
+    });
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_optional_service(reflection)
+        .add_service(dtm);
+    let closing = stop.clone();
+    let served = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+        closing.cancelled().await
+    });
+    tokio::pin!(served);
+    tokio::select! {
+        r = &mut served => r,
+        _ = async { stop.cancelled().await; tokio::time::sleep(drain).await } => {
+            warn!("gRPC calls still running after the drain timeout were cut off");
+            Ok(())
+        }
+    }
+}
