@@ -1,7 +1,8 @@
 //! Branch calls: turns one branch of a transaction into an [`Outcome`].
 //!
-//! One shared HTTP client with keep-alive pools serves every call; a
-//! semaphore bounds the calls in flight per replica. A reply is classified
+//! One shared HTTP client with keep-alive pools serves every HTTP call,
+//! one cached channel per target every gRPC call ([`grpc`]); a semaphore
+//! bounds the calls in flight per replica, and one per host its share. A reply is classified
 //! exactly as dtm's clients expect (contract §2.2), and an unknown outcome
 //! is never taken as a failure.
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{BranchSettings, TransSettings};
 use crate::domain::{is_grpc_shaped, AllowList, Branch, Outcome, Resume, Trans, TransKind};
@@ -31,6 +32,7 @@ pub struct Caller {
     allow: AllowList,
     limit: Arc<Semaphore>,
     hosts: Arc<HostPermits>,
+    grpc: Arc<grpc::Channels>,
     default_timeout: Duration,
     max_timeout: Duration,
     max_reply_bytes: usize,
@@ -59,7 +61,7 @@ impl HostPermits {
     }
 }
 
-/// One HTTP request to a branch.
+/// One request to a branch.
 struct BranchRequest<'a> {
     /// Metric label of the call (bounded: an op, `msg` or `callback`).
     label: &'static str,
@@ -92,6 +94,7 @@ impl Caller {
                 share,
                 pools: Mutex::new(HashMap::new()),
             }),
+            grpc: Arc::default(),
             default_timeout: Duration::from_millis(trans.request_timeout_ms),
             max_timeout: Duration::from_millis(trans.max_request_timeout_ms),
             max_reply_bytes: settings.max_reply_bytes,
@@ -170,6 +173,18 @@ impl Caller {
     /// `branch_id=00`, `op=<workflow name>` and the workflow's input as
     /// body (POST when there is one), as `resume` says.
     pub async fn workflow_callback(&self, t: &Trans, resume: &Resume) -> Outcome {
+        // over gRPC the input travels in workflow.WorkflowData (contract §7.2)
+        let wrapped;
+        let body: &[u8] = if is_grpc_shaped(&t.query_prepared) {
+            use prost::Message as _;
+            wrapped = crate::proto::workflow::WorkflowData {
+                data: resume.body.clone(),
+            }
+            .encode_to_vec();
+            &wrapped
+        } else {
+            &resume.body
+        };
         self.call(
             t,
             BranchRequest {
@@ -177,7 +192,7 @@ impl Caller {
                 url: &t.query_prepared,
                 branch_id: "00",
                 op: &resume.op,
-                body: &resume.body,
+                body,
                 post: !resume.body.is_empty(),
             },
         )
@@ -202,6 +217,25 @@ impl Caller {
         outcome
     }
 
+    /// The deadline of a call of `t`: its `request_timeout`, clamped, else
+    /// the default.
+    fn timeout_of(&self, t: &Trans) -> Duration {
+        if t.opts.request_timeout > 0 {
+            Duration::from_secs(t.opts.request_timeout as u64).min(self.max_timeout)
+        } else {
+            self.default_timeout
+        }
+    }
+
+    /// A permit of `host`'s share, then one of the replica's: a call
+    /// waiting on a busy host holds none of the replica's permits. The
+    /// semaphores are never closed.
+    async fn permits(&self, host: &str) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let host_permit = self.hosts.pool(host).acquire_owned().await.ok()?;
+        let permit = Arc::clone(&self.limit).acquire_owned().await.ok()?;
+        Some((host_permit, permit))
+    }
+
     async fn send(&self, t: &Trans, req: &BranchRequest<'_>) -> Outcome {
         if !self.allow.allows(req.url) {
             return Outcome::Unknown(format!(
@@ -209,11 +243,20 @@ impl Caller {
                 req.url
             ));
         }
+        let timeout = self.timeout_of(t);
         if is_grpc_shaped(req.url) {
-            return Outcome::Unknown(format!(
-                "gRPC branch {} cannot be called: this build of dtx calls HTTP branches only",
-                req.url
-            ));
+            let target = match grpc::target(req.url) {
+                Ok(target) => target,
+                Err(e) => return Outcome::Unknown(e),
+            };
+            let Some(_permits) = self.permits(&target.authority).await else {
+                return Outcome::Unknown("branch call limiter closed".into());
+            };
+            let body = req.body.to_vec();
+            return self
+                .grpc
+                .call(t, &target, req.branch_id, req.op, body, timeout)
+                .await;
         }
         let mut url = match url::Url::parse(req.url) {
             Ok(u) => u,
@@ -242,11 +285,6 @@ impl Caller {
             }
         };
         let post = req.post || rpc_method.is_some();
-        let timeout = if t.opts.request_timeout > 0 {
-            Duration::from_secs(t.opts.request_timeout as u64).min(self.max_timeout)
-        } else {
-            self.default_timeout
-        };
         // the url crate lower-cases host names already
         let host = url.host_str().unwrap_or_default();
         let host_key = match url.port_or_known_default() {
@@ -271,11 +309,7 @@ impl Caller {
         if post {
             builder = builder.body(body);
         }
-        // the host's share first, so a call waiting on a busy host holds
-        // none of the replica's permits; the semaphores are never closed
-        let pool = self.hosts.pool(&host_key);
-        let (Ok(_host_permit), Ok(_permit)) = (pool.acquire().await, self.limit.acquire().await)
-        else {
+        let Some(_permits) = self.permits(&host_key).await else {
             return Outcome::Unknown("branch call limiter closed".into());
         };
         let mut response = match builder.send().await {
@@ -424,6 +458,8 @@ fn truncate(s: &str) -> &str {
     }
     &s[..end]
 }
+
+mod grpc;
 
 #[cfg(test)]
 mod tests;

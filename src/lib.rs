@@ -33,6 +33,7 @@ pub mod drive;
 pub mod engine;
 pub mod grpc;
 pub mod http;
+pub mod proto;
 pub mod scheduler;
 pub mod service;
 pub mod store;

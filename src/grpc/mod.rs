@@ -19,14 +19,7 @@ use crate::access::Auth;
 use crate::service::Service;
 
 /// The generated messages and service of `proto/dtmgimp.proto`.
-#[allow(missing_docs, unreachable_pub, clippy::all)]
-pub mod pb {
-    tonic::include_proto!("dtmgimp");
-
-    /// The descriptor set server reflection serves.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("dtmgimp_descriptor");
-}
+pub use crate::proto::dtmgimp as pb;
 
 /// What the gRPC server needs.
 pub struct Grpc {

@@ -10,7 +10,8 @@ use dtx::grpc::pb::{DtmBranchRequest, DtmRequest, DtmTopicRequest, DtmTransOptio
 
 use crate::support::{gid, prefix, test_settings, Branches, RedisServer, Reply, TestApp};
 
-async fn channel(app: &TestApp) -> tonic::transport::Channel {
+/// A channel to `app`'s gRPC API.
+pub(crate) async fn channel(app: &TestApp) -> tonic::transport::Channel {
     tonic::transport::Channel::from_shared(app.grpc.clone())
         .unwrap()
         .connect()
@@ -18,7 +19,8 @@ async fn channel(app: &TestApp) -> tonic::transport::Channel {
         .unwrap()
 }
 
-async fn client(app: &TestApp) -> DtmClient<tonic::transport::Channel> {
+/// A `dtmgimp.Dtm` client of `app`.
+pub(crate) async fn client(app: &TestApp) -> DtmClient<tonic::transport::Channel> {
     DtmClient::new(channel(app).await)
 }
 

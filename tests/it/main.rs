@@ -8,6 +8,7 @@ mod console;
 mod dtmcli;
 mod durability;
 mod grpc;
+mod grpc_branches;
 mod hardening;
 mod health_and_metrics;
 mod jsonrpc;
