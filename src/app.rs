@@ -33,6 +33,8 @@ pub enum AppError {
         error: std::io::Error,
     },
     /// The HTTP client cannot be built.
+    #[error("grpc.register: {0}")]
+    Register(String),
     #[error("cannot build the branch HTTP client: {0}")]
     Client(String),
 }
@@ -42,6 +44,7 @@ pub struct Application {
     listener: TcpListener,
     grpc_listener: TcpListener,
     grpc: crate::grpc::Grpc,
+    register: Option<(String, String)>,
     engine: Arc<Engine>,
     state: AppState,
     max_body_bytes: usize,
@@ -111,6 +114,15 @@ impl Application {
             auth: crate::http::Auth::new(&settings.auth),
             origins: crate::http::AllowedOrigins::parse(&settings.http.allowed_origins),
         });
+        let register = if settings.grpc.register.is_empty() {
+            None
+        } else {
+            crate::domain::EtcdTarget::parse_service(&settings.grpc.register)
+                .map_err(AppError::Register)?;
+            let port = grpc_listener.local_addr().map(|a| a.port()).unwrap_or(0);
+            let advertise = advertised(&settings.grpc.advertise, &settings.http.host, port);
+            Some((settings.grpc.register.clone(), advertise))
+        };
         let grpc = crate::grpc::Grpc {
             service: state.service.clone(),
             auth: state.auth.clone(),
@@ -120,6 +132,7 @@ impl Application {
             listener,
             grpc_listener,
             grpc,
+            register,
             engine,
             state,
             max_body_bytes: settings.http.max_body_bytes,
@@ -182,11 +195,20 @@ impl Application {
             stop.clone(),
             self.drain_timeout,
         ));
+        let registration = match &self.register {
+            Some((url, advertise)) => crate::discovery::Registration::start(url, advertise.clone())
+                .map_err(|e| tracing::warn!(error = %e, "not registered in etcd"))
+                .ok(),
+            None => None,
+        };
         shutdown.await;
-        // readiness turns 503 (gRPC health NOT_SERVING) now; keep serving
-        // while load balancers notice
+        // readiness turns 503 (gRPC health NOT_SERVING) now, and the etcd
+        // entry goes: keep serving while balancers and clients notice
         engine.begin_drain();
         draining.cancel();
+        if let Some(r) = registration {
+            r.revoke().await;
+        }
         info!(
             delay_ms = self.drain_delay_ms,
             "stopping: readiness is off, claims stopped"
@@ -204,4 +226,22 @@ impl Application {
         info!("stopped");
         served.map_err(std::io::Error::other)
     }
+}
+
+/// The `host:port` this replica registers: `grpc.advertise` when set, else
+/// `http.host` (this machine's host name when that listens everywhere)
+/// with the bound gRPC port.
+fn advertised(advertise: &str, host: &str, port: u16) -> String {
+    if !advertise.is_empty() {
+        return advertise.to_owned();
+    }
+    let host = match host {
+        "" | "0.0.0.0" | "::" | "[::]" => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "127.0.0.1".into()),
+        h => h.to_owned(),
+    };
+    format!("{host}:{port}")
 }

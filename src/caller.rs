@@ -15,7 +15,9 @@ use reqwest::Method;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{BranchSettings, TransSettings};
-use crate::domain::{is_grpc_shaped, AllowList, Branch, Outcome, Resume, Trans, TransKind};
+use crate::domain::{
+    is_grpc_shaped, AllowList, Branch, EtcdTarget, Outcome, Resume, Trans, TransKind,
+};
 use crate::telemetry;
 
 /// Longest part of a branch reply kept as a failure reason, bytes.
@@ -33,6 +35,7 @@ pub struct Caller {
     limit: Arc<Semaphore>,
     hosts: Arc<HostPermits>,
     grpc: Arc<grpc::Channels>,
+    etcd: Arc<crate::discovery::Resolver>,
     default_timeout: Duration,
     max_timeout: Duration,
     max_reply_bytes: usize,
@@ -95,6 +98,7 @@ impl Caller {
                 pools: Mutex::new(HashMap::new()),
             }),
             grpc: Arc::default(),
+            etcd: Arc::default(),
             default_timeout: Duration::from_millis(trans.request_timeout_ms),
             max_timeout: Duration::from_millis(trans.max_request_timeout_ms),
             max_reply_bytes: settings.max_reply_bytes,
@@ -175,7 +179,8 @@ impl Caller {
     pub async fn workflow_callback(&self, t: &Trans, resume: &Resume) -> Outcome {
         // over gRPC the input travels in workflow.WorkflowData (contract §7.2)
         let wrapped;
-        let body: &[u8] = if is_grpc_shaped(&t.query_prepared) {
+        let grpc = is_grpc_shaped(&t.query_prepared) || t.query_prepared.starts_with("etcd://");
+        let body: &[u8] = if grpc {
             use prost::Message as _;
             wrapped = crate::proto::workflow::WorkflowData {
                 data: resume.body.clone(),
@@ -236,14 +241,57 @@ impl Caller {
         Some((host_permit, permit))
     }
 
+    /// A gRPC call to one live endpoint of an `etcd://` target; the etcd
+    /// hosts and the endpoint must both be on the allow-list.
+    async fn send_etcd(&self, t: &Trans, req: &BranchRequest<'_>, timeout: Duration) -> Outcome {
+        let target = match EtcdTarget::parse(req.url) {
+            Ok(target) => target,
+            Err(e) => return Outcome::Unknown(e),
+        };
+        let refused = |what: &str| {
+            Outcome::Unknown(format!(
+                "{what} of {} is not on the allow-list (branch.allowed_hosts)",
+                req.url
+            ))
+        };
+        if !target
+            .etcd
+            .iter()
+            .all(|h| self.allow.allows(&format!("{h}{}", target.path)))
+        {
+            return refused("the etcd host");
+        }
+        let endpoint = match self.etcd.pick(&target).await {
+            Ok(endpoint) => endpoint,
+            Err(e) => return Outcome::Unknown(e),
+        };
+        if !self.allow.allows(&format!("{endpoint}{}", target.path)) {
+            return refused(&format!("endpoint {endpoint}"));
+        }
+        let Some(_permits) = self.permits(&endpoint).await else {
+            return Outcome::Unknown("branch call limiter closed".into());
+        };
+        let target = grpc::Target {
+            authority: endpoint,
+            path: target.path,
+        };
+        let body = req.body.to_vec();
+        self.grpc
+            .call(t, &target, req.branch_id, req.op, body, timeout)
+            .await
+    }
+
     async fn send(&self, t: &Trans, req: &BranchRequest<'_>) -> Outcome {
+        let timeout = self.timeout_of(t);
+        if req.url.starts_with("etcd://") {
+            return self.send_etcd(t, req, timeout).await;
+        }
         if !self.allow.allows(req.url) {
             return Outcome::Unknown(format!(
                 "{} is not on the allow-list (branch.allowed_hosts)",
                 req.url
             ));
         }
-        let timeout = self.timeout_of(t);
         if is_grpc_shaped(req.url) {
             let target = match grpc::target(req.url) {
                 Ok(target) => target,

@@ -78,6 +78,10 @@ pub struct Settings {
 pub struct GrpcSettings {
     /// Listen port on `http.host` (0 picks a free one).
     pub port: u16,
+    /// `etcd://host:port/key` to register this replica under ("" = none).
+    pub register: String,
+    /// The `host:port` registered ("" = worked out at start).
+    pub advertise: String,
 }
 
 /// `[http]`

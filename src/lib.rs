@@ -28,6 +28,7 @@ pub mod caller;
 pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod discovery;
 pub mod domain;
 pub mod drive;
 pub mod engine;

@@ -253,8 +253,11 @@ pub fn validate_url(url: &str) -> Result<(), ValidationError> {
     if is_grpc_shaped(url) {
         return Ok(());
     }
+    if url.starts_with("etcd://") {
+        return super::EtcdTarget::parse(url).map(|_| ()).map_err(invalid);
+    }
     Err(invalid(format!(
-        "branch url {url:?} must be empty, http(s)://..., or host:port/package.Service/Method"
+        "branch url {url:?} must be empty, http(s)://..., host:port/package.Service/Method or etcd://host:port/service-key/package.Service/Method"
     )))
 }
 

@@ -11,6 +11,7 @@ mod decide;
 mod model;
 mod plan;
 mod retry;
+mod target;
 mod transition;
 
 pub use allow::AllowList;
@@ -28,4 +29,5 @@ pub use plan::{
     Outcome, Plan, Resume, Settled, Shape, Unfinished,
 };
 pub use retry::{Policy, RetryPolicy};
+pub use target::EtcdTarget;
 pub use transition::{mermaid, next, Event, InvalidTransition};

@@ -28,7 +28,7 @@ use busi::BusiReq;
 
 /// One call the business service received.
 #[derive(Debug, Clone)]
-struct Call {
+pub(crate) struct Call {
     method: String,
     meta: HashMap<String, String>,
     amount: i64,
@@ -37,14 +37,14 @@ struct Call {
 /// The tests' gRPC business service (and workflow call-back): records
 /// every call and answers as scripted, OK by default.
 #[derive(Clone, Default)]
-struct Busi {
+pub(crate) struct Busi {
     calls: Arc<Mutex<Vec<Call>>>,
     script: Arc<Mutex<HashMap<String, VecDeque<Status>>>>,
 }
 
 impl Busi {
     /// Serves it on a free port; returns it and its `host:port`.
-    async fn start() -> (Self, String) {
+    pub(crate) async fn start() -> (Self, String) {
         let busi = Self::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -55,7 +55,7 @@ impl Busi {
         (busi, addr)
     }
 
-    fn script(&self, method: &str, replies: Vec<Status>) {
+    pub(crate) fn script(&self, method: &str, replies: Vec<Status>) {
         self.script
             .lock()
             .unwrap()
@@ -64,7 +64,7 @@ impl Busi {
             .extend(replies);
     }
 
-    fn calls_for(&self, gid: &str) -> Vec<Call> {
+    pub(crate) fn calls_for(&self, gid: &str) -> Vec<Call> {
         let calls = self.calls.lock().unwrap();
         calls
             .iter()
@@ -73,7 +73,7 @@ impl Busi {
             .collect()
     }
 
-    fn methods_for(&self, gid: &str) -> Vec<String> {
+    pub(crate) fn methods_for(&self, gid: &str) -> Vec<String> {
         self.calls_for(gid).into_iter().map(|c| c.method).collect()
     }
 
@@ -148,8 +148,9 @@ fn payload(amount: i64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// A transfer saga over gRPC: TransOut then TransIn on `addr`.
-fn transfer(gid: &str, addr: &str, amount: i64) -> DtmRequest {
+/// A transfer saga over gRPC: TransOut then TransIn on `addr` (a
+/// `host:port`, or `etcd://host:port/key`).
+pub(crate) fn transfer(gid: &str, addr: &str, amount: i64) -> DtmRequest {
     let url = |m: &str| format!("{addr}/busi.Busi/{m}");
     DtmRequest {
         gid: gid.to_owned(),

@@ -7,6 +7,7 @@ mod api;
 mod console;
 mod dtmcli;
 mod durability;
+mod etcd;
 mod grpc;
 mod grpc_branches;
 mod hardening;

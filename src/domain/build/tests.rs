@@ -102,6 +102,8 @@ fn url_rules() {
         "http://localhost:8081/api/busi/TransOut",
         "https://x.example/a?b=c",
         "localhost:58081/busi.Busi/TransOut",
+        // go-zero's discovery targets are branch URLs now
+        "etcd://h:2379/svc/pkg.Svc/M",
     ] {
         assert!(validate_url(ok).is_ok(), "{ok}");
     }
@@ -110,7 +112,7 @@ fn url_rules() {
         "http://",
         "not a url",
         "localhost:8081",
-        "etcd://h:2379/svc/pkg.Svc/M",
+        "etcd://h:2379/svc",
         "http://x/\ty",
     ] {
         assert!(validate_url(bad).is_err(), "{bad}");

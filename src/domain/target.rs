@@ -1,0 +1,117 @@
+//! Branch targets found through etcd (contract §7.3, go-zero's layout):
+//! `etcd://host:port[,host:port]/service-key/package.Service/Method`, with
+//! optional `user` and `password` query parameters for etcd.
+
+/// A parsed `etcd://` branch URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTarget {
+    /// The etcd endpoints, `host:port`.
+    pub etcd: Vec<String>,
+    /// The key whose `<key>/...` entries hold the service's live
+    /// `host:port` endpoints.
+    pub key: String,
+    /// The gRPC method, `/package.Service/Method`.
+    pub path: String,
+    /// etcd user and password, when the URL names them.
+    pub credentials: Option<(String, String)>,
+}
+
+impl EtcdTarget {
+    /// Parses a branch URL; the error says what is wrong.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        Self::parse_parts(url, true)
+    }
+
+    /// Parses `etcd://host:port[,host:port]/service-key` (what a replica
+    /// registers under); `path` is then empty.
+    pub fn parse_service(url: &str) -> Result<Self, String> {
+        Self::parse_parts(url, false)
+    }
+
+    fn parse_parts(url: &str, with_method: bool) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("etcd://")
+            .ok_or_else(|| format!("{url:?} is not an etcd:// target"))?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut parts = rest.splitn(3, '/');
+        let hosts = parts.next().unwrap_or_default();
+        let key = parts.next().unwrap_or_default();
+        let method = parts.next().unwrap_or_default();
+        let etcd: Vec<String> = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let method_ok = if with_method {
+            method.split('/').count() == 2 && method.split('/').all(|s| !s.is_empty())
+        } else {
+            method.is_empty()
+        };
+        if etcd.is_empty() || key.is_empty() || !method_ok {
+            let form = if with_method {
+                "etcd://host:port[,host:port]/service-key/package.Service/Method"
+            } else {
+                "etcd://host:port[,host:port]/service-key"
+            };
+            return Err(format!("{url:?} must be {form}"));
+        }
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let credentials = match (get("user"), get("password")) {
+            (Some(u), p) => Some((u, p.unwrap_or_default())),
+            (None, _) => None,
+        };
+        Ok(Self {
+            etcd,
+            key: key.to_owned(),
+            path: if with_method {
+                format!("/{method}")
+            } else {
+                String::new()
+            },
+            credentials,
+        })
+    }
+
+    /// The etcd endpoints and key this target watches, as one cache key.
+    pub fn service(&self) -> String {
+        format!("{}/{}", self.etcd.join(","), self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_zero_targets_parse() {
+        let t = EtcdTarget::parse(
+            "etcd://localhost:2379,10.0.0.2:2379/user.rpc/user.User/saveUser?user=root&password=pw",
+        )
+        .unwrap();
+        assert_eq!(t.etcd, ["localhost:2379", "10.0.0.2:2379"]);
+        assert_eq!(t.key, "user.rpc");
+        assert_eq!(t.path, "/user.User/saveUser");
+        assert_eq!(t.credentials, Some(("root".into(), "pw".into())));
+        assert_eq!(t.service(), "localhost:2379,10.0.0.2:2379/user.rpc");
+        let plain = EtcdTarget::parse("etcd://e:2379/score.rpc/score.UserScore/saveUserScore");
+        assert_eq!(plain.unwrap().credentials, None);
+        let reg = EtcdTarget::parse_service("etcd://localhost:2379/dtmservice").unwrap();
+        assert_eq!((reg.key.as_str(), reg.path.as_str()), ("dtmservice", ""));
+        assert!(EtcdTarget::parse_service("etcd://localhost:2379/dtmservice/x.Y/Z").is_err());
+        for bad in [
+            "etcd://",
+            "etcd://e:2379",
+            "etcd://e:2379/user.rpc",
+            "etcd://e:2379/user.rpc/saveUser",
+            "etcd:///user.rpc/user.User/saveUser",
+            "etcd://e:2379/user.rpc/user.User/save/more",
+            "http://e:2379/user.rpc/user.User/saveUser",
+        ] {
+            assert!(EtcdTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
