@@ -50,6 +50,11 @@ pub enum Error {
     /// JSON that could not be encoded or decoded.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// The coordinator answered a gRPC call with this status (not ABORTED,
+    /// which is [`Error::Failure`], nor FAILED_PRECONDITION, which is
+    /// [`Error::Ongoing`]).
+    #[error("gRPC {0}")]
+    Grpc(String),
     /// Any other error, described by its text. Branch handlers answer it
     /// with 500, which the coordinator retries.
     #[error("{0}")]

@@ -33,6 +33,7 @@ pub mod axum;
 pub mod barrier;
 pub mod client;
 pub mod error;
+pub mod grpc;
 pub mod msg;
 pub mod redis_barrier;
 pub mod saga;

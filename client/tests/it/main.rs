@@ -5,6 +5,7 @@
 
 mod barrier;
 mod examples;
+mod gozero;
 mod support;
 mod trans;
 mod workflow;

@@ -13,7 +13,7 @@ use axum::Router;
 use dtx_client::Dtm;
 use sqlx::{MySqlPool, PgPool};
 
-pub use testkit::{free_port, DtxProcess, RedisServer};
+pub use testkit::{free_port, DtxProcess, EtcdServer, RedisServer};
 
 /// A unique gid for a test.
 pub fn gid(name: &str) -> String {
@@ -53,8 +53,13 @@ pub struct Dtx {
 
 impl Dtx {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With these `DTX_*` settings on top of the test ones.
+    pub fn start_with(env: &[(&str, &str)]) -> Self {
         let redis = RedisServer::start();
-        let process = DtxProcess::start(&dtx_bin(), &redis.url(), "t", &[]);
+        let process = DtxProcess::start(&dtx_bin(), &redis.url(), "t", env);
         let dtm = Dtm::new(process.base.clone());
         Self {
             _process: process,
