@@ -2,7 +2,9 @@
 //! labels only from bounded sets (kind, op, outcome, script, route, shard),
 //! never a gid or a URL.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Duration;
 
 use metrics::{
@@ -75,6 +77,7 @@ pub fn install() -> PrometheusHandle {
             // a second recorder (another library's) would keep ours unused;
             // the handle still renders what was recorded through it
             let _ = metrics::set_global_recorder(recorder);
+            INSTALLED.store(true, Ordering::Release);
             describe();
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             gauge!(DTM_SERVER_INFO, "gin_version" => "none", "grpc_version" => "none").set(1.0);
@@ -111,30 +114,97 @@ fn describe() {
     describe_counter!(DTM_BRANCH_PROCESS, "dtm-compatible branch call count");
 }
 
+/// Handles of metrics whose labels come from a fixed set, kept so a hot
+/// call is an atomic add, not a registry lookup that builds its labels.
+/// Filled only after [`install`]: a handle taken before it would stay a
+/// no-op for good.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+type Labels = (&'static str, [&'static str; 3]);
+
+static COUNTERS: LazyLock<RwLock<HashMap<Labels, metrics::Counter>>> =
+    LazyLock::new(Default::default);
+static HISTOGRAMS: LazyLock<RwLock<HashMap<Labels, metrics::Histogram>>> =
+    LazyLock::new(Default::default);
+
+fn cached<T: Clone>(
+    cache: &RwLock<HashMap<Labels, T>>,
+    key: Labels,
+    make: impl FnOnce() -> T,
+) -> T {
+    if let Some(h) = cache.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return h.clone();
+    }
+    let h = make();
+    if INSTALLED.load(Ordering::Acquire) {
+        cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, h.clone());
+    }
+    h
+}
+
+fn counter_of(key: Labels, make: impl FnOnce() -> metrics::Counter) -> metrics::Counter {
+    cached(&COUNTERS, key, make)
+}
+
+fn histogram_of(key: Labels, make: impl FnOnce() -> metrics::Histogram) -> metrics::Histogram {
+    cached(&HISTOGRAMS, key, make)
+}
+
 /// A transaction was created.
 pub fn trans_started(kind: &'static str) {
-    counter!(TRANS_STARTED, "trans_type" => kind).increment(1);
+    counter_of(
+        (TRANS_STARTED, [kind, "", ""]),
+        || counter!(TRANS_STARTED, "trans_type" => kind),
+    )
+    .increment(1);
 }
 
 /// A transaction reached `outcome` (`succeed` or `failed`) after `age`.
 pub fn trans_finished(kind: &'static str, outcome: &'static str, age: Duration) {
-    counter!(TRANS_FINISHED, "trans_type" => kind, "outcome" => outcome).increment(1);
-    histogram!(TRANS_DURATION, "trans_type" => kind, "outcome" => outcome)
-        .record(age.as_secs_f64());
+    let key = [kind, outcome, ""];
+    counter_of(
+        (TRANS_FINISHED, key),
+        || counter!(TRANS_FINISHED, "trans_type" => kind, "outcome" => outcome),
+    )
+    .increment(1);
+    histogram_of(
+        (TRANS_DURATION, key),
+        || histogram!(TRANS_DURATION, "trans_type" => kind, "outcome" => outcome),
+    )
+    .record(age.as_secs_f64());
 }
 
 /// A pass over a transaction ended (`ok`: finished or waiting normally).
 pub fn pass_ended(kind: &'static str, ok: bool) {
-    counter!(DTM_TRANS_PROCESS, "model" => kind, "status" => if ok { "ok" } else { "fail" })
-        .increment(1);
+    let status = if ok { "ok" } else { "fail" };
+    counter_of(
+        (DTM_TRANS_PROCESS, [kind, status, ""]),
+        || counter!(DTM_TRANS_PROCESS, "model" => kind, "status" => status),
+    )
+    .increment(1);
 }
 
 /// A branch call ended with `outcome` after `took`.
 pub fn branch_call(kind: &'static str, op: &'static str, outcome: &'static str, took: Duration) {
-    counter!(BRANCH_CALLS, "op" => op, "outcome" => outcome).increment(1);
-    histogram!(BRANCH_DURATION, "op" => op).record(took.as_secs_f64());
+    counter_of(
+        (BRANCH_CALLS, [op, outcome, ""]),
+        || counter!(BRANCH_CALLS, "op" => op, "outcome" => outcome),
+    )
+    .increment(1);
+    histogram_of(
+        (BRANCH_DURATION, [op, "", ""]),
+        || histogram!(BRANCH_DURATION, "op" => op),
+    )
+    .record(took.as_secs_f64());
     let ok = if outcome == "succeeded" { "ok" } else { "fail" };
-    counter!(DTM_BRANCH_PROCESS, "model" => kind, "branchtype" => op, "status" => ok).increment(1);
+    counter_of(
+        (DTM_BRANCH_PROCESS, [kind, op, ok]),
+        || counter!(DTM_BRANCH_PROCESS, "model" => kind, "branchtype" => op, "status" => ok),
+    )
+    .increment(1);
 }
 
 /// Branch calls in flight changed by `delta`.
@@ -144,14 +214,26 @@ pub fn in_flight(delta: f64) {
 
 /// A lease `event`: claimed, renewed, released or lost.
 pub fn lease(event: &'static str, n: u64) {
-    counter!(LEASES, "event" => event).increment(n);
+    counter_of(
+        (LEASES, [event, "", ""]),
+        || counter!(LEASES, "event" => event),
+    )
+    .increment(n);
 }
 
 /// A script call ended.
 pub fn script(name: &'static str, ok: bool, took: Duration) {
-    counter!(SCRIPT_CALLS, "script" => name, "outcome" => if ok { "ok" } else { "error" })
-        .increment(1);
-    histogram!(SCRIPT_DURATION, "script" => name).record(took.as_secs_f64());
+    let outcome = if ok { "ok" } else { "error" };
+    counter_of(
+        (SCRIPT_CALLS, [name, outcome, ""]),
+        || counter!(SCRIPT_CALLS, "script" => name, "outcome" => outcome),
+    )
+    .increment(1);
+    histogram_of(
+        (SCRIPT_DURATION, [name, "", ""]),
+        || histogram!(SCRIPT_DURATION, "script" => name),
+    )
+    .record(took.as_secs_f64());
 }
 
 /// The due backlog of `shard` and the age of its oldest overdue entry.
@@ -171,16 +253,57 @@ pub fn active(n: usize) {
     gauge!(ACTIVE).set(n as f64);
 }
 
-/// An HTTP request to `route` ended with `status` after `took`.
-pub fn http(route: String, method: &'static str, status: u16, took: Duration) {
+/// The handles of one route's HTTP metrics, for one method and status.
+#[derive(Clone)]
+struct HttpHandles {
+    dtm_process: metrics::Counter,
+    dtm_response: metrics::Histogram,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Routes are the router's (plus `unmatched`): a bounded set.
+type HttpCache = HashMap<String, Vec<(&'static str, u16, HttpHandles)>>;
+
+static HTTP: LazyLock<RwLock<HttpCache>> = LazyLock::new(Default::default);
+
+/// Most (method, status) pairs kept per route; rarer ones are looked up.
+const HTTP_PAIRS_PER_ROUTE: usize = 32;
+
+fn http_handles(route: &str, method: &'static str, status: u16) -> HttpHandles {
+    if let Some(pairs) = HTTP.read().unwrap_or_else(|e| e.into_inner()).get(route) {
+        if let Some((_, _, h)) = pairs.iter().find(|(m, s, _)| *m == method && *s == status) {
+            return h.clone();
+        }
+    }
     // dtm's `api` label: the last segment of the route (bounded, unlike dtm's)
     let api = route.rsplit('/').next().unwrap_or_default().to_lowercase();
     let ok = if status < 400 { "ok" } else { "fail" };
-    counter!(DTM_PROCESS, "type" => "http", "api" => api.clone(), "status" => ok).increment(1);
-    histogram!(DTM_RESPONSE, "type" => "http", "api" => api).record(took.as_secs_f64());
-    counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.to_string())
-        .increment(1);
-    histogram!(HTTP_DURATION, "route" => route).record(took.as_secs_f64());
+    let route_label = route.to_owned();
+    let h = HttpHandles {
+        dtm_process: counter!(DTM_PROCESS, "type" => "http", "api" => api.clone(), "status" => ok),
+        dtm_response: histogram!(DTM_RESPONSE, "type" => "http", "api" => api),
+        requests: counter!(HTTP_REQUESTS, "route" => route_label.clone(), "method" => method, "status" => status.to_string()),
+        duration: histogram!(HTTP_DURATION, "route" => route_label),
+    };
+    if !INSTALLED.load(Ordering::Acquire) {
+        return h;
+    }
+    let mut cache = HTTP.write().unwrap_or_else(|e| e.into_inner());
+    let pairs = cache.entry(route.to_owned()).or_default();
+    if pairs.len() < HTTP_PAIRS_PER_ROUTE {
+        pairs.push((method, status, h.clone()));
+    }
+    h
+}
+
+/// An HTTP request to `route` ended with `status` after `took`.
+pub fn http(route: &str, method: &'static str, status: u16, took: Duration) {
+    let h = http_handles(route, method, status);
+    h.dtm_process.increment(1);
+    h.dtm_response.record(took.as_secs_f64());
+    h.requests.increment(1);
+    h.duration.record(took.as_secs_f64());
 }
 
 #[cfg(test)]

@@ -59,11 +59,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
 /// Counts every request by its matched route (never the raw path, which
 /// could carry anything).
 pub(super) async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
