@@ -739,6 +739,7 @@ async fn a_padded_concurrent_saga_is_planned_cheaply() {
     let used = (cpu_us(dtx.pid()) - before) as f64 / 1e6;
     wait_status_at(&dtx, &g, "succeed", 5).await;
     eprintln!("padded saga: {used:.2} s of CPU");
-    // a debug build; the review measured 5.2 s on a release build before
-    assert!(used < 0.5, "the saga cost {used:.2} s of CPU");
+    // a debug build, run beside the other tests: 0.4-0.6 s here; the
+    // quadratic planning this guards against cost 5.2 s on a release build
+    assert!(used < 1.5, "the saga cost {used:.2} s of CPU");
 }
