@@ -91,7 +91,7 @@ pub fn decide(
                     named: k,
                 });
             }
-            if !matches!(kind, TransKind::Tcc | TransKind::Xa | TransKind::Workflow) {
+            if !kind.registers_branches() {
                 return Err(Refusal::Status(status));
             }
             return Ok(Decision {

@@ -39,6 +39,13 @@ impl TransKind {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
+
+    /// Whether branches are added to it after creation (`registerBranch`,
+    /// or a workflow's recorded steps); a saga's and a msg's are all
+    /// given at once.
+    pub fn registers_branches(self) -> bool {
+        matches!(self, Self::Tcc | Self::Xa | Self::Workflow)
+    }
 }
 
 impl fmt::Display for TransKind {
