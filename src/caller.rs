@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{BranchSettings, TransSettings};
 use crate::domain::{
-    is_grpc_shaped, AllowList, Branch, EtcdTarget, Outcome, Resume, Trans, TransKind,
+    is_grpc_url, AllowList, Branch, EtcdTarget, GrpcTarget, Outcome, Resume, Trans, TransKind,
 };
 use crate::telemetry;
 
@@ -76,9 +76,10 @@ struct BranchRequest<'a> {
 }
 
 impl Caller {
-    /// A caller with the configured pool, in-flight bound and default
-    /// timeout.
-    pub fn new(settings: &BranchSettings, trans: &TransSettings) -> Result<Self, reqwest::Error> {
+    /// A caller with the configured pool, in-flight bound, default
+    /// timeout and trusted gRPC certificates; the error says which setting
+    /// is wrong.
+    pub fn new(settings: &BranchSettings, trans: &TransSettings) -> Result<Self, String> {
         let allow = AllowList::parse(&settings.allowed_hosts);
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(settings.pool_idle_per_host)
@@ -87,7 +88,8 @@ impl Caller {
             // the allow-list is checked on the URL a client named; a
             // redirect would lead anywhere, so none is ever followed
             .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .build()
+            .map_err(|e| e.to_string())?;
         let share = (settings.max_in_flight * settings.host_share_percent as usize / 100).max(1);
         Ok(Self {
             client,
@@ -97,7 +99,7 @@ impl Caller {
                 share,
                 pools: Mutex::new(HashMap::new()),
             }),
-            grpc: Arc::default(),
+            grpc: Arc::new(grpc::Channels::new(&settings.grpc_ca_file)?),
             etcd: Arc::default(),
             default_timeout: Duration::from_millis(trans.request_timeout_ms),
             max_timeout: Duration::from_millis(trans.max_request_timeout_ms),
@@ -179,7 +181,7 @@ impl Caller {
     pub async fn workflow_callback(&self, t: &Trans, resume: &Resume) -> Outcome {
         // over gRPC the input travels in workflow.WorkflowData (contract §7.2)
         let wrapped;
-        let grpc = is_grpc_shaped(&t.query_prepared) || t.query_prepared.starts_with("etcd://");
+        let grpc = is_grpc_url(&t.query_prepared);
         let body: &[u8] = if grpc {
             use prost::Message as _;
             wrapped = crate::proto::workflow::WorkflowData {
@@ -271,7 +273,8 @@ impl Caller {
         let Some(_permits) = self.permits(&endpoint).await else {
             return Outcome::Unknown("branch call limiter closed".into());
         };
-        let target = grpc::Target {
+        let target = GrpcTarget {
+            tls: false,
             authority: endpoint,
             path: target.path,
         };
@@ -292,8 +295,8 @@ impl Caller {
                 req.url
             ));
         }
-        if is_grpc_shaped(req.url) {
-            let target = match grpc::target(req.url) {
+        if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
+            let target = match GrpcTarget::parse(req.url) {
                 Ok(target) => target,
                 Err(e) => return Outcome::Unknown(e),
             };

@@ -204,6 +204,9 @@ pub struct BranchSettings {
     pub pool_idle_per_host: usize,
     /// Hosts that may be called, comma-separated; empty: any.
     pub allowed_hosts: String,
+    /// PEM certificates trusted for `grpcs://` branches besides the
+    /// system's roots; empty: none.
+    pub grpc_ca_file: String,
 }
 
 /// `[alert]`

@@ -1,4 +1,5 @@
-//! gRPC branch calls (contract §3.4): `host:port/package.Service/Method`,
+//! gRPC branch calls (contract §3.4): `host:port/package.Service/Method`
+//! (or `grpc://`, `grpcs://` over TLS),
 //! the stored payload bytes sent unchanged as the message through a
 //! pass-through codec (dtx needs no business proto), dtm's `dtm-*`
 //! metadata, and the reply read by its status alone (contract §2.3).
@@ -11,66 +12,67 @@ use bytes::{Buf, BufMut};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{MetadataKey, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
-use crate::domain::{Outcome, Trans};
+use crate::domain::{GrpcTarget, Outcome, Trans};
 
 /// Channels kept at most; beyond, the cache is cleared (channels
 /// reconnect lazily).
 const MAX_CHANNELS: usize = 1024;
 
 /// One channel per target, each multiplexing calls over HTTP/2 with
-/// keep-alive.
-#[derive(Default)]
+/// keep-alive; `grpcs://` targets over TLS, verified against the system's
+/// roots and `branch.grpc_ca_file`.
 pub(super) struct Channels {
-    by_target: Mutex<HashMap<String, Channel>>,
-}
-
-/// What a gRPC branch URL names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Target {
-    /// `host:port`
-    pub(super) authority: String,
-    /// `/package.Service/Method`
-    pub(super) path: String,
-}
-
-/// Splits `host:port/package.Service/Method` at its first `/`, as dtm's
-/// default driver does.
-pub(super) fn target(url: &str) -> Result<Target, String> {
-    let (authority, method) = url
-        .split_once('/')
-        .ok_or_else(|| format!("gRPC branch {url} names no method"))?;
-    if authority.is_empty() || !method.contains('/') {
-        return Err(format!(
-            "gRPC branch {url} must be host:port/package.Service/Method"
-        ));
-    }
-    Ok(Target {
-        authority: authority.to_ascii_lowercase(),
-        path: format!("/{method}"),
-    })
+    plain: Mutex<HashMap<String, Channel>>,
+    tls: Mutex<HashMap<String, Channel>>,
+    tls_config: ClientTlsConfig,
 }
 
 impl Channels {
-    fn channel(&self, authority: &str) -> Result<Channel, String> {
-        let mut by_target = self.by_target.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = by_target.get(authority) {
+    /// Channels whose TLS calls also trust the PEM certificates in
+    /// `ca_file` (none when empty).
+    pub(super) fn new(ca_file: &str) -> Result<Self, String> {
+        let mut tls_config = ClientTlsConfig::new().with_native_roots();
+        if !ca_file.is_empty() {
+            let pem = std::fs::read(ca_file)
+                .map_err(|e| format!("branch.grpc_ca_file {ca_file}: {e}"))?;
+            tls_config = tls_config.ca_certificate(Certificate::from_pem(pem));
+        }
+        Ok(Self {
+            plain: Mutex::default(),
+            tls: Mutex::default(),
+            tls_config,
+        })
+    }
+
+    fn channel(&self, target: &GrpcTarget) -> Result<Channel, String> {
+        let cache = if target.tls { &self.tls } else { &self.plain };
+        let mut by_target = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = by_target.get(&target.authority) {
             return Ok(c.clone());
         }
         if by_target.len() >= MAX_CHANNELS {
             by_target.clear();
         }
-        let channel = Endpoint::from_shared(format!("http://{authority}"))
+        let authority = &target.authority;
+        let scheme = if target.tls { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{authority}"))
             .map_err(|e| format!("gRPC target {authority}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
-        by_target.insert(authority.to_owned(), channel.clone());
+            .keep_alive_while_idle(true);
+        if target.tls {
+            let tls = self.tls_config.clone().domain_name(target.host());
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("gRPC target {authority}: {e}"))?;
+        }
+        let channel = endpoint.connect_lazy();
+        by_target.insert(authority.clone(), channel.clone());
         Ok(channel)
     }
 
@@ -79,13 +81,13 @@ impl Channels {
     pub(super) async fn call(
         &self,
         t: &Trans,
-        target: &Target,
+        target: &GrpcTarget,
         branch_id: &str,
         op: &str,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Outcome {
-        let channel = match self.channel(&target.authority) {
+        let channel = match self.channel(target) {
             Ok(c) => c,
             Err(e) => return Outcome::Unknown(e),
         };
@@ -180,20 +182,6 @@ impl Decoder for Raw {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets_split_at_the_first_slash() {
-        assert_eq!(
-            target("Localhost:5000/busi.Busi/TransIn").unwrap(),
-            Target {
-                authority: "localhost:5000".into(),
-                path: "/busi.Busi/TransIn".into(),
-            }
-        );
-        assert!(target("localhost:5000").is_err());
-        assert!(target("/busi.Busi/TransIn").is_err());
-        assert!(target("localhost:5000/TransIn").is_err());
-    }
 
     #[test]
     fn replies_are_read_by_status_as_the_contract_says() {

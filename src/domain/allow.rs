@@ -1,7 +1,7 @@
 //! Which hosts dtx may call: a configured allow-list, so that a client
 //! cannot make the coordinator call any URL it likes.
 
-use super::is_grpc_shaped;
+use super::GrpcTarget;
 
 /// Allowed hosts; empty allows every host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,11 +33,16 @@ impl AllowList {
         if self.entries.is_empty() || url.is_empty() {
             return true;
         }
-        let (host, port) = if is_grpc_shaped(url) {
-            let target = url.split('/').next().unwrap_or_default();
-            match target.rsplit_once(':') {
+        let http = url.starts_with("http://") || url.starts_with("https://");
+        let grpc = if http {
+            None
+        } else {
+            GrpcTarget::parse(url).ok()
+        };
+        let (host, port) = if let Some(target) = grpc {
+            match target.authority.rsplit_once(':') {
                 Some((h, p)) => (h.to_ascii_lowercase(), p.parse::<u16>().ok()),
-                None => (target.to_ascii_lowercase(), None),
+                None => (target.authority.clone(), None),
             }
         } else {
             match url::Url::parse(url) {
@@ -71,6 +76,9 @@ mod tests {
         assert!(!list.allows("http://svc-a.evil.com/x"));
         assert!(list.allows("svc-b:8080/pkg.Svc/M"));
         assert!(!list.allows("other:8080/pkg.Svc/M"));
+        assert!(list.allows("grpc://svc-b:8080/pkg.Svc/M"));
+        assert!(list.allows("grpcs://SVC-A:443/pkg.Svc/M"));
+        assert!(!list.allows("grpcs://svc-b:8081/pkg.Svc/M"));
         assert!(list.allows(""));
     }
 }

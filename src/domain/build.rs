@@ -231,8 +231,9 @@ pub(crate) fn validate_branch_header(name: &str, value: &str) -> Result<(), Vali
     Ok(())
 }
 
-/// Checks a branch URL: empty (success without a call), `http(s)://`, or
-/// gRPC-shaped `host:port/package.Service/Method`.
+/// Checks a branch URL: empty (success without a call), `http(s)://`,
+/// gRPC `[grpc://|grpcs://]host:port/package.Service/Method`, or
+/// `etcd://`.
 pub fn validate_url(url: &str) -> Result<(), ValidationError> {
     if url.is_empty() {
         return Ok(());
@@ -250,26 +251,15 @@ pub fn validate_url(url: &str) -> Result<(), ValidationError> {
             ))),
         };
     }
-    if is_grpc_shaped(url) {
-        return Ok(());
-    }
     if url.starts_with("etcd://") {
         return super::EtcdTarget::parse(url).map(|_| ()).map_err(invalid);
     }
-    Err(invalid(format!(
-        "branch url {url:?} must be empty, http(s)://..., host:port/package.Service/Method or etcd://host:port/service-key/package.Service/Method"
-    )))
-}
-
-/// `target/Service/Method` with no scheme (dtm's default gRPC driver).
-pub fn is_grpc_shaped(url: &str) -> bool {
-    if url.contains("://") {
-        return false;
+    if super::GrpcTarget::parse(url).is_ok() {
+        return Ok(());
     }
-    let mut parts = url.splitn(2, '/');
-    let target = parts.next().unwrap_or_default();
-    let method = parts.next().unwrap_or_default();
-    !target.is_empty() && method.split('/').count() >= 2 && method.split('/').all(|s| !s.is_empty())
+    Err(invalid(format!(
+        "branch url {url:?} must be empty, http(s)://..., [grpc://|grpcs://]host:port/package.Service/Method or etcd://host:port/service-key/package.Service/Method"
+    )))
 }
 
 /// Parses a saga's `custom_data`; `steps` bounds the indices in `orders`.

@@ -16,9 +16,9 @@ mod transition;
 
 pub use allow::AllowList;
 pub use build::{
-    build_new, build_registered, build_registered_with, is_grpc_shaped, validate_branch_id,
-    validate_gid, validate_url, BranchInput, Limits, NewTrans, NewTransInput, ValidationError,
-    MAX_RETRY_LIMIT, MAX_SECONDS, MAX_STEPS,
+    build_new, build_registered, build_registered_with, validate_branch_id, validate_gid,
+    validate_url, BranchInput, Limits, NewTrans, NewTransInput, ValidationError, MAX_RETRY_LIMIT,
+    MAX_SECONDS, MAX_STEPS,
 };
 pub use decide::{decide, Command, Decision, Refusal, Then};
 pub use model::{
@@ -29,5 +29,5 @@ pub use plan::{
     Outcome, Plan, Resume, Settled, Shape, Unfinished,
 };
 pub use retry::{Policy, RetryPolicy};
-pub use target::EtcdTarget;
+pub use target::{is_grpc_url, EtcdTarget, GrpcTarget};
 pub use transition::{mermaid, next, Event, InvalidTransition};

@@ -1,6 +1,61 @@
-//! Branch targets found through etcd (contract §7.3, go-zero's layout):
-//! `etcd://host:port[,host:port]/service-key/package.Service/Method`, with
-//! optional `user` and `password` query parameters for etcd.
+//! gRPC branch targets (contract §3.4): `host:port/package.Service/Method`
+//! (dtm's default driver), the same with `grpc://` or, over TLS,
+//! `grpcs://`; and targets found through etcd (contract §7.3, go-zero's
+//! layout): `etcd://host:port[,host:port]/service-key/package.Service/Method`,
+//! with optional `user` and `password` query parameters for etcd.
+
+/// A parsed direct gRPC branch URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcTarget {
+    /// Whether the call goes over TLS (`grpcs://`).
+    pub tls: bool,
+    /// `host:port`, lower-cased.
+    pub authority: String,
+    /// The gRPC method, `/package.Service/Method`.
+    pub path: String,
+}
+
+impl GrpcTarget {
+    /// Parses `[grpc://|grpcs://]host:port/package.Service/Method`, split
+    /// at the first `/` after the authority; the error says what is wrong.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("grpcs://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("grpc://") {
+            (false, rest)
+        } else if url.contains("://") {
+            return Err(format!("{url:?} is not a gRPC target"));
+        } else {
+            (false, url)
+        };
+        let (authority, method) = rest.split_once('/').unwrap_or((rest, ""));
+        let method_ok = method.split('/').count() >= 2 && method.split('/').all(|s| !s.is_empty());
+        if authority.is_empty() || !method_ok {
+            return Err(format!(
+                "gRPC branch {url:?} must be [grpc://|grpcs://]host:port/package.Service/Method"
+            ));
+        }
+        Ok(Self {
+            tls,
+            authority: authority.to_ascii_lowercase(),
+            path: format!("/{method}"),
+        })
+    }
+
+    /// The host part of the authority (the name TLS verifies).
+    pub fn host(&self) -> &str {
+        let host = match self.authority.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => &self.authority,
+        };
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+/// Whether a branch URL is called over gRPC (directly or through etcd).
+pub fn is_grpc_url(url: &str) -> bool {
+    url.starts_with("etcd://") || GrpcTarget::parse(url).is_ok()
+}
 
 /// A parsed `etcd://` branch URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +140,44 @@ impl EtcdTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_targets_split_at_the_first_slash() {
+        let t = |tls, authority: &str, path: &str| GrpcTarget {
+            tls,
+            authority: authority.into(),
+            path: path.into(),
+        };
+        let parse = |u| GrpcTarget::parse(u).unwrap();
+        assert_eq!(
+            parse("Localhost:5000/busi.Busi/TransIn"),
+            t(false, "localhost:5000", "/busi.Busi/TransIn")
+        );
+        assert_eq!(
+            parse("grpc://svc:5000/busi.Busi/TransIn"),
+            t(false, "svc:5000", "/busi.Busi/TransIn")
+        );
+        let tls = parse("grpcs://Busi.example.com:443/busi.Busi/TransIn");
+        assert_eq!(tls, t(true, "busi.example.com:443", "/busi.Busi/TransIn"));
+        assert_eq!(tls.host(), "busi.example.com");
+        assert_eq!(parse("grpcs://[::1]:5000/a.B/C").host(), "::1");
+        assert_eq!(parse("grpcs://svc/a.B/C").host(), "svc");
+        for bad in [
+            "localhost:5000",
+            "/busi.Busi/TransIn",
+            "localhost:5000/TransIn",
+            "grpc://",
+            "grpcs://svc:1/",
+            "grpc://svc:1/a.B/",
+            "http://svc:1/a.B/C",
+            "etcd://e:2379/key/a.B/C",
+        ] {
+            assert!(GrpcTarget::parse(bad).is_err(), "{bad}");
+        }
+        assert!(is_grpc_url("etcd://e:2379/key/a.B/C"));
+        assert!(is_grpc_url("grpcs://svc:1/a.B/C"));
+        assert!(!is_grpc_url("http://svc:1/a.B/C"));
+    }
 
     #[test]
     fn go_zero_targets_parse() {

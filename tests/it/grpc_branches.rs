@@ -1,7 +1,7 @@
 //! gRPC branches (contract §3.4, §2.3, §7.2): branch URLs
-//! `host:port/package.Service/Method` called with the stored payload bytes
-//! and dtm's metadata, replies read by status; check-backs and the
-//! workflow call-back over gRPC.
+//! `[grpc://|grpcs://]host:port/package.Service/Method` called with the
+//! stored payload bytes and dtm's metadata, replies read by status;
+//! check-backs and the workflow call-back over gRPC.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use serde_json::json;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Code, Request, Response, Status};
 
 use dtx::grpc::pb::{DtmRequest, DtmTransOptions};
 use dtx::proto::workflow::{workflow_server, WorkflowData};
 
 use crate::grpc::client as dtm;
-use crate::support::{gid, RedisServer, TestApp};
+use crate::support::{gid, prefix, test_settings, RedisServer, TestApp};
 
 mod busi {
     #![allow(clippy::all, unreachable_pub)]
@@ -45,10 +46,23 @@ pub(crate) struct Busi {
 impl Busi {
     /// Serves it on a free port; returns it and its `host:port`.
     pub(crate) async fn start() -> (Self, String) {
+        Self::serve(tonic::transport::Server::builder()).await
+    }
+
+    /// Serves it over TLS with this certificate and key (PEM); returns it
+    /// and its port.
+    async fn start_tls(cert: &str, key: &str) -> (Self, u16) {
+        let tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+        let server = tonic::transport::Server::builder().tls_config(tls).unwrap();
+        let (busi, addr) = Self::serve(server).await;
+        (busi, addr.rsplit_once(':').unwrap().1.parse().unwrap())
+    }
+
+    async fn serve(mut server: tonic::transport::Server) -> (Self, String) {
         let busi = Self::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let router = tonic::transport::Server::builder()
+        let router = server
             .add_service(BusiServer::new(busi.clone()))
             .add_service(workflow_server::WorkflowServer::new(busi.clone()));
         tokio::spawn(router.serve_with_incoming(TcpIncoming::from(listener)));
@@ -316,4 +330,75 @@ async fn check_backs_and_the_workflow_call_back_go_over_grpc() {
     assert_eq!(call.amount, 42, "the input arrives in WorkflowData.Data");
     assert_eq!(call.meta["dtm-op"], "transfer");
     assert_eq!(call.meta["dtm-branch_id"], "00");
+}
+
+/// A private CA and a certificate for `localhost` it signed: (CA PEM,
+/// certificate PEM, key PEM).
+fn private_ca() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn grpc_and_grpcs_targets_are_called_plainly_and_over_verified_tls() {
+    let redis = RedisServer::start();
+    let (ca, cert, key) = private_ca();
+    let ca_file = std::env::temp_dir().join(format!("{}.pem", gid("dtx-test-ca")));
+    std::fs::write(&ca_file, &ca).unwrap();
+    let mut settings = test_settings(&redis.url(), &prefix());
+    settings.branch.grpc_ca_file = ca_file.to_string_lossy().into_owned();
+    let app = TestApp::spawn_with(settings).await;
+    std::fs::remove_file(&ca_file).unwrap();
+    let mut dtm = dtm(&app).await;
+    // grpc:// is the plain call
+    let (busi, addr) = Busi::start().await;
+    let g = gid("grpc-scheme");
+    dtm.submit(transfer(&g, &format!("grpc://{addr}"), 30))
+        .await
+        .unwrap();
+    assert_eq!(app.status(&g).await, "succeed");
+    assert_eq!(busi.methods_for(&g), ["TransOut", "TransIn"]);
+    // grpcs:// goes over TLS, the server's certificate checked for the
+    // URL's host against branch.grpc_ca_file
+    let (tls_busi, port) = Busi::start_tls(&cert, &key).await;
+    let target = format!("grpcs://localhost:{port}");
+    let g = gid("grpcs");
+    dtm.submit(transfer(&g, &target, 30)).await.unwrap();
+    assert_eq!(app.status(&g).await, "succeed");
+    assert_eq!(tls_busi.methods_for(&g), ["TransOut", "TransIn"]);
+    assert_eq!(tls_busi.calls_for(&g)[0].amount, 30);
+    // a name the certificate does not hold is refused before any call:
+    // an error, retried, never a failure
+    let g = gid("grpcs-wrong-name");
+    let mut req = transfer(&g, &format!("grpcs://127.0.0.1:{port}"), 30);
+    req.trans_options.as_mut().unwrap().wait_result = false;
+    dtm.submit(req).await.unwrap();
+    // a replica that does not trust the CA never gets through either
+    let other_redis = RedisServer::start();
+    let other = TestApp::spawn(&other_redis).await;
+    let g2 = gid("grpcs-untrusted");
+    let mut req = transfer(&g2, &target, 30);
+    req.trans_options.as_mut().unwrap().wait_result = false;
+    crate::grpc::client(&other).await.submit(req).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(app.status(&g).await, "submitted");
+    assert_eq!(other.status(&g2).await, "submitted");
+    assert!(tls_busi.calls_for(&g).is_empty());
+    assert!(tls_busi.calls_for(&g2).is_empty());
+    for statuses in [
+        app.branch_statuses(&g).await,
+        other.branch_statuses(&g2).await,
+    ] {
+        assert!(statuses.iter().all(|s| s == "prepared"), "{statuses:?}");
+    }
 }

@@ -104,6 +104,8 @@ fn url_rules() {
         "localhost:58081/busi.Busi/TransOut",
         // go-zero's discovery targets are branch URLs now
         "etcd://h:2379/svc/pkg.Svc/M",
+        "grpc://localhost:58081/busi.Busi/TransOut",
+        "grpcs://busi.example:443/busi.Busi/TransOut",
     ] {
         assert!(validate_url(ok).is_ok(), "{ok}");
     }
@@ -113,6 +115,8 @@ fn url_rules() {
         "not a url",
         "localhost:8081",
         "etcd://h:2379/svc",
+        "grpcs://h:443",
+        "grpc://h:1/TransOut",
         "http://x/\ty",
     ] {
         assert!(validate_url(bad).is_err(), "{bad}");
