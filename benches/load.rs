@@ -100,29 +100,35 @@ fn start_dtmrs(bin: &str, redis: &RedisServer) -> (Proc, String) {
     )
 }
 
-/// The branch service, as a child process of this binary.
+/// The branch service, as a child process of this binary: HTTP on
+/// `base`, the same over gRPC (`busi.Busi`) on `grpc`.
 struct Branches {
     proc: Proc,
     base: String,
+    grpc: String,
 }
 
 impl Branches {
     fn start(notify_port: u16, port: Option<u16>) -> Self {
         let port = port.unwrap_or_else(free_port);
+        let grpc_port = free_port();
         let exe = std::env::current_exe().unwrap();
         let child = Command::new(exe)
             .args([
                 "branch-service",
                 &port.to_string(),
                 &notify_port.to_string(),
+                &grpc_port.to_string(),
             ])
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
         wait_port(port);
+        wait_port(grpc_port);
         Self {
             proc: Proc::other("branches", child),
             base: format!("http://127.0.0.1:{port}"),
+            grpc: format!("127.0.0.1:{grpc_port}"),
         }
     }
 
@@ -141,15 +147,100 @@ impl Branches {
     }
 }
 
+mod busi {
+    #![allow(clippy::all, unreachable_pub, missing_docs)]
+    tonic::include_proto!("busi");
+}
+
+/// The gRPC side of the branch service: every method answers OK at once
+/// and is counted by name; `TransIn` sends the gid (`dtm-gid`) to the
+/// harness, like `n=1` over HTTP.
+#[derive(Clone)]
+struct GrpcBusi {
+    counts: Arc<Mutex<HashMap<String, u64>>>,
+    sock: Arc<UdpSocket>,
+}
+
+impl GrpcBusi {
+    fn answer<T>(
+        &self,
+        method: &str,
+        r: &tonic::Request<T>,
+        notify: bool,
+    ) -> Result<tonic::Response<()>, tonic::Status> {
+        *self
+            .counts
+            .lock()
+            .unwrap()
+            .entry(method.to_owned())
+            .or_default() += 1;
+        if notify {
+            if let Some(gid) = r.metadata().get("dtm-gid") {
+                let _ = self.sock.send(gid.as_bytes());
+            }
+        }
+        Ok(tonic::Response::new(()))
+    }
+}
+
+#[tonic::async_trait]
+impl busi::busi_server::Busi for GrpcBusi {
+    async fn trans_out(
+        &self,
+        r: tonic::Request<busi::BusiReq>,
+    ) -> Result<tonic::Response<()>, tonic::Status> {
+        self.answer("TransOut", &r, false)
+    }
+    async fn trans_out_revert(
+        &self,
+        r: tonic::Request<busi::BusiReq>,
+    ) -> Result<tonic::Response<()>, tonic::Status> {
+        self.answer("TransOutRevert", &r, false)
+    }
+    async fn trans_in(
+        &self,
+        r: tonic::Request<busi::BusiReq>,
+    ) -> Result<tonic::Response<()>, tonic::Status> {
+        self.answer("TransIn", &r, true)
+    }
+    async fn trans_in_revert(
+        &self,
+        r: tonic::Request<busi::BusiReq>,
+    ) -> Result<tonic::Response<()>, tonic::Status> {
+        self.answer("TransInRevert", &r, false)
+    }
+    async fn query_prepared(
+        &self,
+        r: tonic::Request<busi::BusiReq>,
+    ) -> Result<tonic::Response<()>, tonic::Status> {
+        self.answer("QueryPrepared", &r, false)
+    }
+}
+
 /// Branch-service mode: answers every call at once; paths starting with
 /// `fail` answer FAILURE; a call with `n=1` in its query sends the gid to
-/// the harness over UDP (the harness's "finished" signal).
-async fn branch_service(port: u16, notify: u16) {
+/// the harness over UDP (the harness's "finished" signal). The gRPC side
+/// listens on `grpc_port`.
+async fn branch_service(port: u16, notify: u16, grpc_port: u16) {
     use axum::extract::{Path, RawQuery, State};
     use axum::routing::{any, get};
     let counts: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
     sock.connect(("127.0.0.1", notify)).unwrap();
+    let grpc = GrpcBusi {
+        counts: counts.clone(),
+        sock: sock.clone(),
+    };
+    let grpc_listener = tokio::net::TcpListener::bind(("127.0.0.1", grpc_port))
+        .await
+        .unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(busi::busi_server::BusiServer::new(grpc))
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            ),
+    );
     type S = (Arc<Mutex<HashMap<String, u64>>>, Arc<UdpSocket>);
     async fn handle(
         State((counts, sock)): State<S>,
@@ -239,6 +330,8 @@ enum Kind {
     W0,
     /// 2-step saga with real branches, no wait_result.
     W1,
+    /// W1 over gRPC: submitted to dtx's gRPC API, both branches gRPC.
+    W1Grpc,
     /// 2-step saga whose second action fails.
     W2,
     /// msg, prepare + submit, one branch.
@@ -301,6 +394,36 @@ async fn one(
             post("submit", saga("a2", "a2")).await?;
             wait(rx).await
         }
+        Kind::W1Grpc => {
+            // dtx: its gRPC API's URL; b: the branch service's gRPC host:port
+            use dtx::grpc::pb;
+            let rx = waiters.expect(gid);
+            let url = |m: &str| format!("{b}/busi.Busi/{m}");
+            let payload = {
+                use prost::Message as _;
+                busi::BusiReq {
+                    amount: 30,
+                    user_id: "u1".into(),
+                }
+                .encode_to_vec()
+            };
+            let request = pb::DtmRequest {
+                gid: gid.to_owned(),
+                trans_type: "saga".into(),
+                steps: json!([
+                    {"action": url("TransOut"), "compensate": url("TransOutRevert")},
+                    {"action": url("TransIn"), "compensate": url("TransInRevert")},
+                ])
+                .to_string(),
+                bin_payloads: vec![payload.clone(), payload],
+                ..Default::default()
+            };
+            grpc_client(dtx)
+                .submit(request)
+                .await
+                .map_err(|e| format!("submit: {e}"))?;
+            wait(rx).await
+        }
         Kind::W2 => {
             let rx = waiters.expect(gid);
             post("submit", saga("fail2", "c1")).await?;
@@ -337,6 +460,25 @@ async fn one(
             wait(rx).await
         }
     }
+}
+
+/// One gRPC channel per dtx replica, shared by every worker (HTTP/2
+/// multiplexes their calls, as one client process would).
+fn grpc_client(url: &str) -> dtx::grpc::pb::dtm_client::DtmClient<tonic::transport::Channel> {
+    static CHANNELS: std::sync::LazyLock<Mutex<HashMap<String, tonic::transport::Channel>>> =
+        std::sync::LazyLock::new(Mutex::default);
+    let channel = CHANNELS
+        .lock()
+        .unwrap()
+        .entry(url.to_owned())
+        .or_insert_with(|| {
+            tonic::transport::Endpoint::from_shared(url.to_owned())
+                .unwrap()
+                .tcp_nodelay(true)
+                .connect_lazy()
+        })
+        .clone();
+    dtx::grpc::pb::dtm_client::DtmClient::new(channel)
 }
 
 struct Run {
@@ -601,20 +743,28 @@ async fn workload_on(name: &str, kind: Kind, replicas: usize, o: &Opts, peer: Op
         let notify = waiters.listen();
         let b = Branches::start(notify, None);
         let mut dtxs = Vec::new();
+        let mut grpc_targets = Vec::new();
         for _ in 0..replicas {
+            let grpc_port = free_port().to_string();
             dtxs.push(match peer {
                 Some(bin) => start_dtmrs(bin, &redis),
-                None => start_dtx(&redis, &[]),
+                None => start_dtx(&redis, &[("DTX_GRPC_PORT", &grpc_port)]),
             });
+            grpc_targets.push(format!("http://127.0.0.1:{grpc_port}"));
         }
-        let targets: Vec<String> = dtxs.iter().map(|(_, u)| u.clone()).collect();
+        // a gRPC workload submits over gRPC and calls the gRPC branches
+        let (targets, branches): (Vec<String>, &str) = if kind == Kind::W1Grpc {
+            (grpc_targets, &b.grpc)
+        } else {
+            (dtxs.iter().map(|(_, u)| u.clone()).collect(), &b.base)
+        };
         // warm up connections and code paths
         closed(
             kind,
             conc.min(8),
             0.5,
             &targets,
-            &b.base,
+            branches,
             &waiters,
             &format!("warm{conc}"),
         )
@@ -633,8 +783,8 @@ async fn workload_on(name: &str, kind: Kind, replicas: usize, o: &Opts, peer: Op
         let cpu = Cpu::take(&procs);
         let tag = format!("{name}c{conc}");
         let mut run = match o.rate {
-            Some(rate) => open(kind, rate, o.secs, &targets, &b.base, &waiters, &tag).await,
-            None => closed(kind, conc, o.secs, &targets, &b.base, &waiters, &tag).await,
+            Some(rate) => open(kind, rate, o.secs, &targets, branches, &waiters, &tag).await,
+            None => closed(kind, conc, o.secs, &targets, branches, &waiters, &tag).await,
         };
         let cpu = cpu.per_tx(run.done);
         // let the last final records land before reading Redis
@@ -657,6 +807,7 @@ async fn workload_on(name: &str, kind: Kind, replicas: usize, o: &Opts, peer: Op
         let want: Vec<(&str, u64)> = match kind {
             Kind::W0 => vec![],
             Kind::W1 => vec![("a1", n), ("a2", n)],
+            Kind::W1Grpc => vec![("TransOut", n), ("TransIn", n)],
             Kind::W2 => vec![("a1", n), ("fail2", n), ("c2", n), ("c1", n)],
             Kind::W3 => vec![("m1", n)],
             Kind::W4 => vec![
@@ -996,7 +1147,8 @@ fn main() {
     if args.first().map(String::as_str) == Some("branch-service") {
         let port = args[1].parse().unwrap();
         let notify = args[2].parse().unwrap();
-        rt.block_on(branch_service(port, notify));
+        let grpc_port = args[3].parse().unwrap();
+        rt.block_on(branch_service(port, notify, grpc_port));
         return;
     }
     let which = args.first().cloned().unwrap_or_else(|| "help".into());
@@ -1015,6 +1167,9 @@ fn main() {
         }
         if all || which == "w1" {
             workload("w1", Kind::W1, 1, &o).await;
+        }
+        if all || which == "w1-grpc" {
+            workload("w1-grpc", Kind::W1Grpc, 1, &o).await;
         }
         if all || which == "w2" {
             workload("w2", Kind::W2, 1, &o).await;
@@ -1041,7 +1196,7 @@ fn main() {
             }
         }
         if which == "help" {
-            eprintln!("usage: cargo bench --bench load -- <w0|w1|w2|w3|w4|w5|w6|fanout|redis|dtmrs|all> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N]");
+            eprintln!("usage: cargo bench --bench load -- <w0|w1|w1-grpc|w2|w3|w4|w5|w6|fanout|redis|dtmrs|all> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N]");
         }
     });
 }

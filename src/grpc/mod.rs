@@ -76,9 +76,10 @@ pub async fn serve(
         .add_optional_service(reflection)
         .add_service(dtm);
     let closing = stop.clone();
-    let served = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
-        closing.cancelled().await
-    });
+    // small replies must leave at once, not wait for the client's delayed ACK
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let served =
+        router.serve_with_incoming_shutdown(incoming, async move { closing.cancelled().await });
     tokio::pin!(served);
     tokio::select! {
         r = &mut served => r,
