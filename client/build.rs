@@ -10,7 +10,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_protos(&["../proto/dtmgimp.proto"], &["../proto"])?;
     // only the tests include these
     tonic_prost_build::configure().compile_protos(
-        &["tests/proto/user.proto", "tests/proto/score.proto"],
+        &[
+            "tests/proto/user.proto",
+            "tests/proto/score.proto",
+            "tests/proto/account.proto",
+        ],
         &["tests/proto"],
     )?;
     Ok(())

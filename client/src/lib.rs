@@ -1,5 +1,5 @@
-//! Client SDK for dtx and any dtm server, over dtm's
-//! HTTP API only.
+//! Client SDK for dtx and any dtm server, over dtm's HTTP API, and over
+//! its gRPC API for sagas, msgs and TCC ([`grpc`]).
 //!
 //! # Layout
 //! In the order a transaction travels:
@@ -14,6 +14,8 @@
 //! - [`barrier`]: the sub-transaction barrier for PostgreSQL and
 //!   MySQL/MariaDB (sqlx), with its DDL; [`redis_barrier`]: the same on
 //!   Redis, Cluster-safe.
+//! - [`grpc`]: the same over dtm's gRPC API ([`grpc::DtmGrpc`]), and the
+//!   gRPC branch side: the barrier from metadata, the reply status.
 //! - [`error`]: [`Error`], with FAILURE, ONGOING and DUPLICATED as variants.
 //!
 //! ```no_run

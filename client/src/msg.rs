@@ -229,29 +229,12 @@ impl Msg {
     /// msg.do_and_submit("http://a/qp", |_barrier| async { Ok(()) }).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn do_and_submit<F, Fut>(mut self, query_prepared: &str, busi: F) -> Result<()>
+    pub async fn do_and_submit<F, Fut>(self, query_prepared: &str, busi: F) -> Result<()>
     where
         F: FnOnce(BranchBarrier) -> Fut,
         Fut: Future<Output = Result<()>>,
     {
-        let barrier = BranchBarrier::new("msg", &self.gid, MSG_BRANCH_ID, MSG_OP);
-        self.prepare(query_prepared).await?;
-        let busi_result = busi(barrier).await;
-        let check = match &busi_result {
-            Err(e) if !e.is_failure() => self.ask_query_prepared(query_prepared).await,
-            _ => Ok(()),
-        };
-        let failed = busi_result.as_ref().is_err_and(Error::is_failure)
-            || check.as_ref().is_err_and(Error::is_failure);
-        if failed {
-            // Best effort: a prepared msg that is not aborted is checked
-            // back and dropped by the coordinator anyway.
-            let _ = self.abort().await;
-        } else if check.is_ok() {
-            self.submit().await?;
-        }
-        busi_result?;
-        check
+        do_and_submit(self, query_prepared, busi).await
     }
 
     /// [`Msg::do_and_submit`] where the local transaction is a database
@@ -287,24 +270,14 @@ impl Msg {
     where
         F: for<'c> FnOnce(DbConn<'c>) -> futures_util::future::BoxFuture<'c, Result<()>>,
     {
-        self.do_and_submit(query_prepared, |barrier| async move {
-            let barrier = barrier.with_table(table);
-            match db {
-                BarrierDb::Postgres(pool) => {
-                    barrier
-                        .call_postgres(pool, |c| busi(DbConn::Postgres(c)))
-                        .await
-                }
-                BarrierDb::MySql(pool) => {
-                    barrier.call_mysql(pool, |c| busi(DbConn::MySql(c))).await
-                }
-            }
+        self.do_and_submit(query_prepared, |barrier| {
+            in_db_barrier(barrier, db, table, busi)
         })
         .await
     }
 
     /// Calls `query_prepared` the way the coordinator's check-back does.
-    async fn ask_query_prepared(&self, url: &str) -> Result<()> {
+    async fn ask(&self, url: &str) -> Result<()> {
         let reply = self
             .dtm
             .http()
@@ -320,5 +293,91 @@ impl Msg {
         let status = reply.status().as_u16();
         let body = reply.text().await?;
         Error::from_reply(status, &body)
+    }
+}
+
+/// What the two-phase recipe asks of a msg, whichever API carries it.
+pub(crate) trait TwoPhase {
+    /// The gid.
+    fn gid(&self) -> &str;
+    /// Prepares it with this check-back URL.
+    async fn prepare(&mut self, query_prepared: &str) -> Result<()>;
+    /// Submits it.
+    async fn submit(&self) -> Result<()>;
+    /// Aborts it.
+    async fn abort(&self) -> Result<()>;
+    /// Asks `url` what the coordinator's check-back would be told.
+    async fn ask_query_prepared(&self, url: &str) -> Result<()>;
+}
+
+impl TwoPhase for Msg {
+    fn gid(&self) -> &str {
+        &self.gid
+    }
+    async fn prepare(&mut self, query_prepared: &str) -> Result<()> {
+        Msg::prepare(self, query_prepared).await
+    }
+    async fn submit(&self) -> Result<()> {
+        Msg::submit(self).await
+    }
+    async fn abort(&self) -> Result<()> {
+        Msg::abort(self).await
+    }
+    async fn ask_query_prepared(&self, url: &str) -> Result<()> {
+        self.ask(url).await
+    }
+}
+
+/// The recipe of contract §3.6 (see [`Msg::do_and_submit`]): prepare, run
+/// `busi` in the msg's barrier, then submit, abort, or ask the check-back.
+pub(crate) async fn do_and_submit<M, F, Fut>(
+    mut msg: M,
+    query_prepared: &str,
+    busi: F,
+) -> Result<()>
+where
+    M: TwoPhase,
+    F: FnOnce(BranchBarrier) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let barrier = BranchBarrier::new("msg", msg.gid(), MSG_BRANCH_ID, MSG_OP);
+    msg.prepare(query_prepared).await?;
+    let busi_result = busi(barrier).await;
+    let check = match &busi_result {
+        Err(e) if !e.is_failure() => msg.ask_query_prepared(query_prepared).await,
+        _ => Ok(()),
+    };
+    let failed = busi_result.as_ref().is_err_and(Error::is_failure)
+        || check.as_ref().is_err_and(Error::is_failure);
+    if failed {
+        // Best effort: a prepared msg that is not aborted is checked
+        // back and dropped by the coordinator anyway.
+        let _ = msg.abort().await;
+    } else if check.is_ok() {
+        msg.submit().await?;
+    }
+    busi_result?;
+    check
+}
+
+/// Runs `busi` inside `barrier` on `db`'s barrier table `table`, so the
+/// barrier row and `busi`'s writes commit together.
+pub(crate) async fn in_db_barrier<F>(
+    barrier: BranchBarrier,
+    db: &BarrierDb,
+    table: &str,
+    busi: F,
+) -> Result<()>
+where
+    F: for<'c> FnOnce(DbConn<'c>) -> futures_util::future::BoxFuture<'c, Result<()>>,
+{
+    let barrier = barrier.with_table(table);
+    match db {
+        BarrierDb::Postgres(pool) => {
+            barrier
+                .call_postgres(pool, |c| busi(DbConn::Postgres(c)))
+                .await
+        }
+        BarrierDb::MySql(pool) => barrier.call_mysql(pool, |c| busi(DbConn::MySql(c))).await,
     }
 }

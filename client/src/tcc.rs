@@ -158,5 +158,6 @@ where
             branches: AtomicU32::new(0),
         }),
     };
-    crate::scope::run(dtm, gid, "tcc", options, handle, scope).await
+    let global = crate::scope::HttpGlobal::new(dtm, gid, "tcc", &options)?;
+    crate::scope::run(&global, "tcc", handle, scope).await
 }

@@ -161,7 +161,8 @@ where
             branches: AtomicU32::new(0),
         }),
     };
-    crate::scope::run(dtm, gid, "xa", options, handle, scope).await
+    let global = crate::scope::HttpGlobal::new(dtm, gid, "xa", &options)?;
+    crate::scope::run(&global, "xa", handle, scope).await
 }
 
 /// The query of an XA branch request: `gid`, `trans_type`, `branch_id`,

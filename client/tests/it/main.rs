@@ -6,6 +6,7 @@
 mod barrier;
 mod examples;
 mod gozero;
+mod grpc_trans;
 mod support;
 mod trans;
 mod workflow;

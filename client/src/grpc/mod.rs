@@ -1,16 +1,26 @@
 //! dtm's gRPC API for clients and gRPC branch services: a coordinator
-//! client found directly or through etcd ([`DtmGrpc`]), sagas over gRPC
-//! ([`SagaGrpc`]), the barrier of a gRPC branch call read from its
-//! metadata ([`barrier_from_metadata`]), and the status a branch answers
-//! for a business result ([`status_of`]).
+//! client found directly or through etcd ([`DtmGrpc`]), sagas
+//! ([`SagaGrpc`]), 2-phase messages ([`MsgGrpc`], with the barrier recipe)
+//! and TCC ([`TccGrpc`]) over gRPC, the barrier of a gRPC branch call read
+//! from its metadata ([`barrier_from_metadata`]), and the status a branch
+//! answers for a business result ([`status_of`]).
 
+mod msg;
+mod tcc;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::{BranchBarrier, Error, Result};
+use crate::{BranchBarrier, Error, Result, TransOptions};
+
+pub use msg::MsgGrpc;
+pub use tcc::TccGrpc;
 
 /// The generated client of `dtmgimp.Dtm` (the server's `proto/dtmgimp.proto`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -20,16 +30,21 @@ pub mod pb {
 
 use pb::dtm_client::DtmClient;
 
-/// A coordinator's gRPC API.
+/// A coordinator's gRPC API, and channels to the gRPC branches this
+/// client calls itself (TCC tries, msg check-backs). Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DtmGrpc {
     client: DtmClient<Channel>,
+    /// `host:port` of the coordinator (sent as `dtm-dtm`).
+    addr: String,
+    branches: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
-/// A coordinator's reply status as this crate's error: ABORTED is
-/// FAILURE, FAILED_PRECONDITION is ONGOING.
+/// A reply status as this crate's error: ABORTED is FAILURE (ONGOING when
+/// its message is `ONGOING`), FAILED_PRECONDITION is ONGOING.
 fn error_of(s: Status) -> Error {
     match s.code() {
+        Code::Aborted if s.message() == "ONGOING" => Error::Ongoing(s.message().to_owned()),
         Code::Aborted => Error::Failure(s.message().to_owned()),
         Code::FailedPrecondition => Error::Ongoing(s.message().to_owned()),
         code => Error::Grpc(format!("{code:?}: {}", s.message())),
@@ -52,7 +67,14 @@ impl DtmGrpc {
             .map_err(|e| Error::Other(format!("cannot reach {addr}: {e}")))?;
         Ok(Self {
             client: DtmClient::new(channel),
+            addr,
+            branches: Arc::default(),
         })
+    }
+
+    /// The generated client, for calls this crate does not wrap.
+    pub fn client(&self) -> DtmClient<Channel> {
+        self.client.clone()
     }
 
     /// A fresh gid from the coordinator.
@@ -71,6 +93,106 @@ impl DtmGrpc {
             wait_result: false,
         }
     }
+
+    /// A 2-phase message with this gid, to add steps to.
+    pub fn msg(&self, gid: &str) -> MsgGrpc {
+        MsgGrpc::new(self, gid)
+    }
+
+    /// Calls the gRPC branch method `url` (`host:port/pkg.Svc/Method`,
+    /// `grpc://...`, or `etcd://host:port/key/pkg.Svc/Method`) with
+    /// `message` and dtm's metadata for branch `branch_id`/`op` of `gid`.
+    pub(crate) async fn call_branch<M>(
+        &self,
+        url: &str,
+        trans: (&str, &str),
+        branch_id: &str,
+        op: &str,
+        message: M,
+    ) -> Result<()>
+    where
+        M: prost::Message + Send + 'static,
+    {
+        let (trans_type, gid) = trans;
+        let (addr, path) = locate(url).await?;
+        let path = PathAndQuery::try_from(path.as_str())
+            .map_err(|e| Error::Other(format!("bad gRPC method in {url}: {e}")))?;
+        let channel = self.branch_channel(&addr)?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|e| Error::Grpc(format!("cannot reach {addr}: {e}")))?;
+        let mut request = tonic::Request::new(message);
+        let meta = request.metadata_mut();
+        for (k, v) in [
+            ("dtm-gid", gid),
+            ("dtm-trans_type", trans_type),
+            ("dtm-branch_id", branch_id),
+            ("dtm-op", op),
+            ("dtm-dtm", self.addr.as_str()),
+        ] {
+            let v = MetadataValue::try_from(v)
+                .map_err(|_| Error::Other(format!("{k} {v:?} is not valid metadata")))?;
+            meta.insert(k, v);
+        }
+        grpc.unary(request, path, tonic_prost::ProstCodec::<M, ()>::default())
+            .await
+            .map_err(error_of)?;
+        Ok(())
+    }
+
+    fn branch_channel(&self, addr: &str) -> Result<Channel> {
+        let mut channels = self.branches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::Other(format!("bad gRPC target {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// The options as the gRPC API carries them.
+pub(crate) fn trans_options(o: &TransOptions) -> pb::DtmTransOptions {
+    pb::DtmTransOptions {
+        wait_result: o.wait_result,
+        timeout_to_fail: o.timeout_to_fail.unwrap_or_default(),
+        retry_interval: o.retry_interval.unwrap_or_default(),
+        branch_headers: o.branch_headers.clone().into_iter().collect(),
+        request_timeout: o.request_timeout.unwrap_or_default(),
+        retry_limit: o.retry_limit.unwrap_or_default(),
+    }
+}
+
+/// The endpoint and method path of a gRPC branch URL; `etcd://` targets
+/// are looked up in etcd on every call.
+async fn locate(url: &str) -> Result<(String, String)> {
+    let bad = || Error::Other(format!("{url} is not a gRPC branch URL"));
+    if let Some(rest) = url.strip_prefix("etcd://") {
+        let mut parts = rest.splitn(3, '/');
+        let (hosts, key, method) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().ok_or_else(bad)?,
+        );
+        let addr = resolve(&format!("{hosts}/{key}")).await?;
+        return Ok((addr, format!("/{method}")));
+    }
+    if url.starts_with("grpcs://") {
+        return Err(Error::Other(format!(
+            "{url}: this client calls branches without TLS"
+        )));
+    }
+    let rest = url.strip_prefix("grpc://").unwrap_or(url);
+    let (addr, method) = rest.split_once('/').ok_or_else(bad)?;
+    if addr.is_empty() || !method.contains('/') {
+        return Err(bad());
+    }
+    Ok((addr.to_owned(), format!("/{method}")))
 }
 
 /// The first live endpoint under `<key>/` in the etcd of `rest`
@@ -131,13 +253,14 @@ impl SagaGrpc {
     /// Submits it. With `wait_result`, a saga that rolled back answers
     /// [`Error::Failure`].
     pub async fn submit(self) -> Result<()> {
+        let options = TransOptions {
+            wait_result: self.wait_result,
+            ..Default::default()
+        };
         let request = pb::DtmRequest {
             gid: self.gid,
             trans_type: "saga".into(),
-            trans_options: Some(pb::DtmTransOptions {
-                wait_result: self.wait_result,
-                ..Default::default()
-            }),
+            trans_options: Some(trans_options(&options)),
             steps: serde_json::to_string(&self.steps)?,
             bin_payloads: self.payloads,
             ..Default::default()
@@ -202,6 +325,28 @@ mod tests {
         );
         meta.remove("dtm-gid");
         assert!(barrier_from_metadata(&meta).is_err());
+    }
+
+    #[tokio::test]
+    async fn branch_urls_locate_their_endpoint_and_method() {
+        for (url, addr, path) in [
+            (
+                "localhost:5000/user.User/saveUser",
+                "localhost:5000",
+                "/user.User/saveUser",
+            ),
+            ("grpc://svc:1/a.B/C", "svc:1", "/a.B/C"),
+        ] {
+            assert_eq!(locate(url).await.unwrap(), (addr.into(), path.into()));
+        }
+        for bad in [
+            "localhost:5000",
+            "svc:1/C",
+            "grpcs://svc:1/a.B/C",
+            "etcd://e:2379/key",
+        ] {
+            assert!(locate(bad).await.is_err(), "{bad}");
+        }
     }
 
     #[test]
