@@ -1,21 +1,21 @@
 //! Generates the client side of dtm's gRPC API from the server's
-//! `proto/dtmgimp.proto` (needs `protoc`), and the services of the gRPC
-//! scenario tests from `tests/proto/`.
+//! `proto/dtmgimp.proto` (needs `protoc`), the services of the gRPC
+//! example from `examples/proto/` and those of the tests from
+//! `tests/proto/`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../proto/dtmgimp.proto");
     println!("cargo:rerun-if-changed=tests/proto");
+    println!("cargo:rerun-if-changed=examples/proto");
     tonic_prost_build::configure()
         .build_server(false)
         .compile_protos(&["../proto/dtmgimp.proto"], &["../proto"])?;
-    // only the tests include these
+    // only the examples and the tests include these
     tonic_prost_build::configure().compile_protos(
-        &[
-            "tests/proto/user.proto",
-            "tests/proto/score.proto",
-            "tests/proto/account.proto",
-        ],
-        &["tests/proto"],
+        &["examples/proto/user.proto", "examples/proto/score.proto"],
+        &["examples/proto"],
     )?;
+    tonic_prost_build::configure()
+        .compile_protos(&["tests/proto/account.proto"], &["tests/proto"])?;
     Ok(())
 }
