@@ -31,6 +31,146 @@ use serde_json::json;
 
 use crate::client::{Dtm, TransOptions};
 use crate::error::{Error, Result};
+use crate::grpc::{pb, DtmGrpc};
+
+/// The coordinator API a workflow talks to.
+#[derive(Clone, Debug)]
+enum Api {
+    Http(Dtm),
+    Grpc(DtmGrpc),
+}
+
+/// What `prepareWorkflow` answered.
+struct Prepared {
+    status: String,
+    /// The result of a finished workflow, base64.
+    result: String,
+    rollback_reason: String,
+    /// Recorded outcomes by branch id: `(succeeded, data)`.
+    recorded: HashMap<String, (bool, Vec<u8>)>,
+}
+
+impl Api {
+    async fn prepare(&self, wf: &Workflow, input: &[u8]) -> Result<Prepared> {
+        let custom = json!({"name": wf.name, "data": BASE64.encode(input)}).to_string();
+        let mut prepared = Prepared {
+            status: String::new(),
+            result: String::new(),
+            rollback_reason: String::new(),
+            recorded: HashMap::new(),
+        };
+        let mut record = |op: &str, branch_id: &str, status: &str, data: Vec<u8>| {
+            if op == "action" {
+                let succeeded = status == "succeed";
+                prepared
+                    .recorded
+                    .insert(branch_id.to_owned(), (succeeded, data));
+            }
+        };
+        match self {
+            Self::Http(dtm) => {
+                let mut body = serde_json::to_value(&wf.options)?;
+                body["gid"] = json!(wf.gid);
+                body["trans_type"] = json!("workflow");
+                body["protocol"] = json!("http");
+                body["custom_data"] = json!(custom);
+                if !wf.callback.is_empty() {
+                    body["query_prepared"] = json!(wf.callback);
+                }
+                let reply = dtm.post("prepareWorkflow", &body).await?;
+                for p in reply["progresses"].as_array().into_iter().flatten() {
+                    let text = |k: &str| p[k].as_str().unwrap_or_default();
+                    let data = decode(text("bin_data"))?;
+                    record(text("op"), text("branch_id"), text("status"), data);
+                }
+                let trans = &reply["transaction"];
+                let text = |k: &str| trans[k].as_str().unwrap_or_default().to_owned();
+                prepared.status = text("status");
+                prepared.result = text("result");
+                prepared.rollback_reason = text("rollback_reason");
+            }
+            Self::Grpc(dtm) => {
+                let request = pb::DtmRequest {
+                    gid: wf.gid.clone(),
+                    trans_type: "workflow".into(),
+                    trans_options: Some(crate::grpc::trans_options(&wf.options)),
+                    customed_data: custom,
+                    query_prepared: wf.callback.clone(),
+                    ..Default::default()
+                };
+                let reply = dtm
+                    .client()
+                    .prepare_workflow(request)
+                    .await
+                    .map_err(crate::grpc::error_of)?
+                    .into_inner();
+                for p in reply.progresses {
+                    record(&p.op, &p.branch_id, &p.status, p.bin_data);
+                }
+                let trans = reply.transaction.unwrap_or_default();
+                prepared.status = trans.status;
+                prepared.result = trans.result;
+                prepared.rollback_reason = trans.rollback_reason;
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Records step `branch_id`'s outcome: `status` with `data`.
+    async fn record(&self, gid: &str, branch_id: String, status: &str, data: String) -> Result<()> {
+        match self {
+            Self::Http(dtm) => {
+                let mut register = BTreeMap::new();
+                register.insert("gid", gid.to_owned());
+                register.insert("trans_type", "workflow".to_owned());
+                register.insert("branch_id", branch_id);
+                register.insert("op", "action".to_owned());
+                register.insert("status", status.to_owned());
+                register.insert("data", data);
+                dtm.register_branch(&register).await
+            }
+            Self::Grpc(dtm) => {
+                let request = pb::DtmBranchRequest {
+                    gid: gid.to_owned(),
+                    trans_type: "workflow".into(),
+                    branch_id,
+                    op: "action".into(),
+                    data: [("status".to_owned(), status.to_owned())].into(),
+                    busi_payload: data.into_bytes(),
+                };
+                dtm.client()
+                    .register_branch(request)
+                    .await
+                    .map_err(crate::grpc::error_of)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Submits the workflow's outcome (`status`, `result`,
+    /// `rollback_reason`).
+    async fn submit(&self, gid: &str, extra: BTreeMap<&str, String>) -> Result<()> {
+        match self {
+            Self::Http(dtm) => {
+                let submit = json!({"gid": gid, "trans_type": "workflow", "req_extra": extra});
+                dtm.post("submit", &submit).await.map(drop)
+            }
+            Self::Grpc(dtm) => {
+                let request = pb::DtmRequest {
+                    gid: gid.to_owned(),
+                    trans_type: "workflow".into(),
+                    req_extra: extra.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                    ..Default::default()
+                };
+                dtm.client()
+                    .submit(request)
+                    .await
+                    .map_err(crate::grpc::error_of)?;
+                Ok(())
+            }
+        }
+    }
+}
 
 /// A workflow to run (or resume) under a gid. See the module example.
 ///
@@ -41,7 +181,7 @@ use crate::error::{Error, Result};
 /// ```
 #[derive(Clone, Debug)]
 pub struct Workflow {
-    dtm: Dtm,
+    api: Api,
     name: String,
     gid: String,
     callback: String,
@@ -63,7 +203,7 @@ pub struct WorkflowCtx {
 
 #[derive(Debug)]
 struct Ctx {
-    dtm: Dtm,
+    api: Api,
     gid: String,
     input: Vec<u8>,
     /// Recorded outcomes by branch id: `(succeeded, data)`.
@@ -80,8 +220,18 @@ impl Workflow {
     /// # let _ = wf;
     /// ```
     pub fn new(dtm: &Dtm, name: &str, gid: &str) -> Self {
+        Self::on(Api::Http(dtm.clone()), name, gid)
+    }
+
+    /// The same over the gRPC API (see [`DtmGrpc::workflow`]); the
+    /// callback is then a gRPC method (`workflow.Workflow/Execute`).
+    pub(crate) fn over_grpc(dtm: &DtmGrpc, name: &str, gid: &str) -> Self {
+        Self::on(Api::Grpc(dtm.clone()), name, gid)
+    }
+
+    fn on(api: Api, name: &str, gid: &str) -> Self {
         Self {
-            dtm: dtm.clone(),
+            api,
             name: name.to_owned(),
             gid: gid.to_owned(),
             callback: String::new(),
@@ -141,44 +291,18 @@ impl Workflow {
         F: FnOnce(WorkflowCtx) -> Fut,
         Fut: Future<Output = Result<Vec<u8>>>,
     {
-        let mut body = serde_json::to_value(&self.options)?;
-        body["gid"] = json!(self.gid);
-        body["trans_type"] = json!("workflow");
-        body["protocol"] = json!("http");
-        body["custom_data"] =
-            json!(json!({"name": self.name, "data": BASE64.encode(input)}).to_string());
-        if !self.callback.is_empty() {
-            body["query_prepared"] = json!(self.callback);
-        }
-        let reply = self.dtm.post("prepareWorkflow", &body).await?;
-        let trans = &reply["transaction"];
-        match trans["status"].as_str() {
-            Some("succeed") => return decode(trans["result"].as_str().unwrap_or("")),
-            Some("failed") => {
-                return Err(Error::failure(
-                    trans["rollback_reason"].as_str().unwrap_or_default(),
-                ))
-            }
+        let prepared = self.api.prepare(self, input).await?;
+        match prepared.status.as_str() {
+            "succeed" => return decode(&prepared.result),
+            "failed" => return Err(Error::failure(prepared.rollback_reason)),
             _ => {}
-        }
-        let mut recorded = HashMap::new();
-        for p in reply["progresses"].as_array().into_iter().flatten() {
-            if p["op"].as_str() != Some("action") {
-                continue;
-            }
-            let Some(branch_id) = p["branch_id"].as_str() else {
-                continue;
-            };
-            let data = decode(p["bin_data"].as_str().unwrap_or(""))?;
-            let succeeded = p["status"].as_str() == Some("succeed");
-            recorded.insert(branch_id.to_owned(), (succeeded, data));
         }
         let ctx = WorkflowCtx {
             inner: Arc::new(Ctx {
-                dtm: self.dtm.clone(),
+                api: self.api.clone(),
                 gid: self.gid.clone(),
                 input: input.to_vec(),
-                recorded,
+                recorded: prepared.recorded,
                 steps: AtomicU32::new(0),
             }),
         };
@@ -195,8 +319,7 @@ impl Workflow {
             }
             Err(_) => return outcome,
         }
-        let submit = json!({"gid": self.gid, "trans_type": "workflow", "req_extra": extra});
-        self.dtm.post("submit", &submit).await?;
+        self.api.submit(&self.gid, extra).await?;
         outcome
     }
 }
@@ -256,14 +379,10 @@ impl WorkflowCtx {
             Err(Error::Failure(reason)) => ("failed", reason.clone()),
             Err(_) => return outcome,
         };
-        let mut register = BTreeMap::new();
-        register.insert("gid", self.inner.gid.clone());
-        register.insert("trans_type", "workflow".to_owned());
-        register.insert("branch_id", branch_id);
-        register.insert("op", "action".to_owned());
-        register.insert("status", status.to_owned());
-        register.insert("data", data);
-        self.inner.dtm.register_branch(&register).await?;
+        self.inner
+            .api
+            .record(&self.inner.gid, branch_id, status, data)
+            .await?;
         outcome
     }
 }

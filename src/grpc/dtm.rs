@@ -85,7 +85,7 @@ fn progresses(t: &Trans) -> pb::DtmProgressesReply {
             gid: t.gid.clone(),
             status: t.status.as_str().to_owned(),
             rollback_reason: t.reason.clone(),
-            result: String::new(),
+            result: t.result.clone(),
         }),
         progresses: t
             .branches

@@ -42,7 +42,7 @@ pub struct DtmGrpc {
 
 /// A reply status as this crate's error: ABORTED is FAILURE (ONGOING when
 /// its message is `ONGOING`), FAILED_PRECONDITION is ONGOING.
-fn error_of(s: Status) -> Error {
+pub(crate) fn error_of(s: Status) -> Error {
     match s.code() {
         Code::Aborted if s.message() == "ONGOING" => Error::Ongoing(s.message().to_owned()),
         Code::Aborted => Error::Failure(s.message().to_owned()),
@@ -97,6 +97,14 @@ impl DtmGrpc {
     /// A 2-phase message with this gid, to add steps to.
     pub fn msg(&self, gid: &str) -> MsgGrpc {
         MsgGrpc::new(self, gid)
+    }
+
+    /// The workflow `name` under gid `gid` over gRPC: the same
+    /// [`crate::Workflow`] as over HTTP; its callback is a gRPC method
+    /// (`host:port/workflow.Workflow/Execute`) that gets the input in
+    /// `workflow.WorkflowData`.
+    pub fn workflow(&self, name: &str, gid: &str) -> crate::Workflow {
+        crate::Workflow::over_grpc(self, name, gid)
     }
 
     /// Calls the gRPC branch method `url` (`host:port/pkg.Svc/Method`,

@@ -1,26 +1,66 @@
-//! Workflow against a real dtx: one that succeeds, one that fails, and a
-//! resume that replays a recorded step instead of running it again.
+//! Workflow against a real dtx, over the HTTP API and over the gRPC API:
+//! one that succeeds, one that fails, and a resume that replays a
+//! recorded step instead of running it again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use base64::Engine as _;
+use dtx_client::grpc::DtmGrpc;
 use dtx_client::{Error, Workflow};
 
-use crate::support::{gid, Dtx};
+use crate::support::{free_port, gid, Dtx};
 
-fn workflow(dtx: &Dtx, g: &str) -> Workflow {
-    // The callback is never reached: the first one comes timeout_to_fail
-    // (35 s by default) after prepare.
-    Workflow::new(&dtx.dtm, "transfer", g).callback("http://127.0.0.1:9/resume")
+/// A dtx serving both APIs, and the workflows of one of them.
+struct Api {
+    dtx: Dtx,
+    grpc: Option<DtmGrpc>,
+}
+
+impl Api {
+    async fn start(grpc: bool) -> Self {
+        let port = free_port().to_string();
+        let dtx = Dtx::start_with(&[("DTX_GRPC_PORT", port.as_str())]);
+        let grpc = match grpc {
+            true => Some(
+                DtmGrpc::connect(&format!("127.0.0.1:{port}"))
+                    .await
+                    .unwrap(),
+            ),
+            false => None,
+        };
+        Self { dtx, grpc }
+    }
+
+    fn workflow(&self, g: &str) -> Workflow {
+        // The callback is never reached: the first one comes
+        // timeout_to_fail (35 s by default) after prepare.
+        match &self.grpc {
+            Some(dtm) => dtm
+                .workflow("transfer", g)
+                .callback("127.0.0.1:9/workflow.Workflow/Execute"),
+            None => {
+                Workflow::new(&self.dtx.dtm, "transfer", g).callback("http://127.0.0.1:9/resume")
+            }
+        }
+    }
 }
 
 #[tokio::test]
 async fn workflow_succeeds_and_records_its_steps_and_result() {
-    let dtx = Dtx::start();
+    succeeds(Api::start(false).await).await
+}
+
+#[tokio::test]
+async fn workflow_over_grpc_succeeds_and_records_its_steps_and_result() {
+    succeeds(Api::start(true).await).await
+}
+
+async fn succeeds(api: Api) {
+    let dtx = &api.dtx;
     let g = gid("wf-ok");
     let runs = Arc::new(AtomicUsize::new(0));
-    let def = workflow(&dtx, &g);
+    let def = api.workflow(&g);
     let run = |runs: Arc<AtomicUsize>| {
         def.execute(b"30", move |wf| async move {
             runs.fetch_add(1, Ordering::SeqCst);
@@ -49,9 +89,19 @@ async fn workflow_succeeds_and_records_its_steps_and_result() {
 
 #[tokio::test]
 async fn workflow_fails_with_its_reason() {
-    let dtx = Dtx::start();
+    fails(Api::start(false).await).await
+}
+
+#[tokio::test]
+async fn workflow_over_grpc_fails_with_its_reason() {
+    fails(Api::start(true).await).await
+}
+
+async fn fails(api: Api) {
+    let dtx = &api.dtx;
     let g = gid("wf-fail");
-    let err = workflow(&dtx, &g)
+    let err = api
+        .workflow(&g)
         .execute(b"", |wf| async move {
             let _: i64 = wf.step(|| async { Ok(-30) }).await?;
             let _: i64 = wf
@@ -70,7 +120,8 @@ async fn workflow_fails_with_its_reason() {
         .unwrap()
         .contains("insufficient balance"));
     // The recorded failure is replayed on a second run.
-    let again = workflow(&dtx, &g)
+    let again = api
+        .workflow(&g)
         .execute(b"", |_wf| async { Ok(Vec::new()) })
         .await
         .unwrap_err();
@@ -79,11 +130,20 @@ async fn workflow_fails_with_its_reason() {
 
 #[tokio::test]
 async fn workflow_resume_replays_recorded_steps() {
-    let dtx = Dtx::start();
+    resumes(Api::start(false).await).await
+}
+
+#[tokio::test]
+async fn workflow_over_grpc_resume_replays_recorded_steps() {
+    resumes(Api::start(true).await).await
+}
+
+async fn resumes(api: Api) {
+    let dtx = &api.dtx;
     let g = gid("wf-resume");
     let first = Arc::new(AtomicUsize::new(0));
     let second = Arc::new(AtomicUsize::new(0));
-    let def = workflow(&dtx, &g);
+    let def = api.workflow(&g);
     let run = |fail_second: bool| {
         let (first, second) = (first.clone(), second.clone());
         def.execute(b"", move |wf| async move {
