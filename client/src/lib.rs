@@ -1,5 +1,5 @@
 //! Client SDK for dtx and any dtm server, over dtm's HTTP API, and over
-//! its gRPC API for sagas, msgs and TCC ([`grpc`]).
+//! its gRPC API for sagas, msgs, TCC, XA and workflows ([`grpc`]).
 //!
 //! # Layout
 //! In the order a transaction travels:

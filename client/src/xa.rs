@@ -28,6 +28,34 @@ use sqlx::{MySqlConnection, MySqlPool};
 use crate::barrier::{DEFAULT_TABLE, MYSQL_INSERT, POSTGRES_INSERT};
 use crate::client::{Dtm, TransOptions};
 use crate::error::{Error, Result};
+use crate::grpc::DtmGrpc;
+
+/// The coordinator an XA branch registers with, over HTTP or gRPC.
+#[derive(Clone, Debug)]
+enum Registrar {
+    Http(Dtm),
+    Grpc(DtmGrpc),
+}
+
+impl Registrar {
+    /// Registers branch `params` with its `phase2_url`.
+    async fn register(&self, params: &XaParams) -> Result<()> {
+        if params.phase2_url.is_empty() {
+            return Err(Error::other("the XA action request has no phase2_url"));
+        }
+        match self {
+            Self::Http(dtm) => {
+                let mut register = BTreeMap::new();
+                register.insert("gid", params.gid.clone());
+                register.insert("trans_type", "xa".to_owned());
+                register.insert("branch_id", params.branch_id.clone());
+                register.insert("url", params.phase2_url.clone());
+                dtm.register_branch(&register).await
+            }
+            Self::Grpc(dtm) => dtm.register_xa(params).await,
+        }
+    }
+}
 
 /// An XA global transaction in progress, handed to the scope of
 /// [`xa_global_transaction`]. Cheap to clone.
@@ -241,7 +269,7 @@ impl<S: Send + Sync> FromRequestParts<S> for XaParams {
 #[derive(Clone, Debug)]
 pub struct XaMysql {
     pool: MySqlPool,
-    dtm: Dtm,
+    dtm: Registrar,
     table: String,
 }
 
@@ -256,7 +284,17 @@ impl XaMysql {
     pub fn new(pool: MySqlPool, dtm: Dtm) -> Self {
         Self {
             pool,
-            dtm,
+            dtm: Registrar::Http(dtm),
+            table: DEFAULT_TABLE.to_owned(),
+        }
+    }
+
+    /// XA branches on `pool` served over gRPC, registered through `dtm`'s
+    /// gRPC API (the parameters from [`crate::grpc::xa_params_from_metadata`]).
+    pub fn over_grpc(pool: MySqlPool, dtm: DtmGrpc) -> Self {
+        Self {
+            pool,
+            dtm: Registrar::Grpc(dtm),
             table: DEFAULT_TABLE.to_owned(),
         }
     }
@@ -330,15 +368,7 @@ impl XaMysql {
         async move {
             self.insert_barrier(&mut *conn, params, "action").await?;
             busi(&mut *conn).await?;
-            if params.phase2_url.is_empty() {
-                return Err(Error::other("the XA action request has no phase2_url"));
-            }
-            let mut register = BTreeMap::new();
-            register.insert("gid", params.gid.clone());
-            register.insert("trans_type", "xa".to_owned());
-            register.insert("branch_id", params.branch_id.clone());
-            register.insert("url", params.phase2_url.clone());
-            self.dtm.register_branch(&register).await?;
+            self.dtm.register(params).await?;
             exec(&mut *conn, format!("XA END {xid}")).await?;
             exec(&mut *conn, format!("XA PREPARE {xid}")).await?;
             Ok(())
@@ -490,7 +520,7 @@ async fn roll_back_local(mut conn: sqlx::pool::PoolConnection<sqlx::MySql>, xid:
 #[derive(Clone, Debug)]
 pub struct XaPostgres {
     pool: sqlx::PgPool,
-    dtm: Dtm,
+    dtm: Registrar,
     table: String,
 }
 
@@ -505,7 +535,17 @@ impl XaPostgres {
     pub fn new(pool: sqlx::PgPool, dtm: Dtm) -> Self {
         Self {
             pool,
-            dtm,
+            dtm: Registrar::Http(dtm),
+            table: DEFAULT_TABLE.to_owned(),
+        }
+    }
+
+    /// XA branches on `pool` served over gRPC, registered through `dtm`'s
+    /// gRPC API (the parameters from [`crate::grpc::xa_params_from_metadata`]).
+    pub fn over_grpc(pool: sqlx::PgPool, dtm: DtmGrpc) -> Self {
+        Self {
+            pool,
+            dtm: Registrar::Grpc(dtm),
             table: DEFAULT_TABLE.to_owned(),
         }
     }
@@ -577,15 +617,7 @@ impl XaPostgres {
         async move {
             self.insert_barrier(&mut *conn, params, "action").await?;
             busi(&mut *conn).await?;
-            if params.phase2_url.is_empty() {
-                return Err(Error::other("the XA action request has no phase2_url"));
-            }
-            let mut register = BTreeMap::new();
-            register.insert("gid", params.gid.clone());
-            register.insert("trans_type", "xa".to_owned());
-            register.insert("branch_id", params.branch_id.clone());
-            register.insert("url", params.phase2_url.clone());
-            self.dtm.register_branch(&register).await?;
+            self.dtm.register(params).await?;
             pg_exec(&mut *conn, format!("PREPARE TRANSACTION {xid}")).await
         }
         .boxed()

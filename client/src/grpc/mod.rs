@@ -1,12 +1,15 @@
 //! dtm's gRPC API for clients and gRPC branch services: a coordinator
 //! client found directly or through etcd ([`DtmGrpc`]), sagas
-//! ([`SagaGrpc`]), 2-phase messages ([`MsgGrpc`], with the barrier recipe)
-//! and TCC ([`TccGrpc`]) over gRPC, the barrier of a gRPC branch call read
-//! from its metadata ([`barrier_from_metadata`]), and the status a branch
-//! answers for a business result ([`status_of`]).
+//! ([`SagaGrpc`]), 2-phase messages ([`MsgGrpc`], with the barrier recipe),
+//! TCC ([`TccGrpc`]), XA ([`XaGrpc`]) and workflows
+//! ([`DtmGrpc::workflow`]) over gRPC, the barrier and the XA parameters of
+//! a gRPC branch call read from its metadata ([`barrier_from_metadata`],
+//! [`xa_params_from_metadata`]), and the status a branch answers for a
+//! business result ([`status_of`]).
 
 mod msg;
 mod tcc;
+mod xa;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +24,7 @@ use crate::{BranchBarrier, Error, Result, TransOptions};
 
 pub use msg::MsgGrpc;
 pub use tcc::TccGrpc;
+pub use xa::{xa_params_from_metadata, XaGrpc};
 
 /// The generated client of `dtmgimp.Dtm` (the server's `proto/dtmgimp.proto`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -109,19 +113,21 @@ impl DtmGrpc {
 
     /// Calls the gRPC branch method `url` (`host:port/pkg.Svc/Method`,
     /// `grpc://...`, or `etcd://host:port/key/pkg.Svc/Method`) with
-    /// `message` and dtm's metadata for branch `branch_id`/`op` of `gid`.
+    /// `message` and dtm's metadata for `branch` (id, op) of `trans`
+    /// (type, gid), plus `extra` metadata.
     pub(crate) async fn call_branch<M>(
         &self,
         url: &str,
         trans: (&str, &str),
-        branch_id: &str,
-        op: &str,
+        branch: (&str, &str),
+        extra: &[(&'static str, &str)],
         message: M,
     ) -> Result<()>
     where
         M: prost::Message + Send + 'static,
     {
         let (trans_type, gid) = trans;
+        let (branch_id, op) = branch;
         let (addr, path) = locate(url).await?;
         let path = PathAndQuery::try_from(path.as_str())
             .map_err(|e| Error::Other(format!("bad gRPC method in {url}: {e}")))?;
@@ -138,7 +144,10 @@ impl DtmGrpc {
             ("dtm-branch_id", branch_id),
             ("dtm-op", op),
             ("dtm-dtm", self.addr.as_str()),
-        ] {
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        {
             let v = MetadataValue::try_from(v)
                 .map_err(|_| Error::Other(format!("{k} {v:?} is not valid metadata")))?;
             meta.insert(k, v);
@@ -161,6 +170,95 @@ impl DtmGrpc {
             .connect_lazy();
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
+    }
+}
+
+/// A TCC or XA global transaction on the gRPC API, for the shared scope.
+pub(crate) struct GrpcGlobal<'a> {
+    pub(crate) dtm: &'a DtmGrpc,
+    pub(crate) request: pb::DtmRequest,
+}
+
+impl crate::scope::Global for GrpcGlobal<'_> {
+    async fn prepare(&self) -> Result<()> {
+        let mut client = self.dtm.client.clone();
+        client
+            .prepare(self.request.clone())
+            .await
+            .map_err(error_of)?;
+        Ok(())
+    }
+    async fn submit(&self) -> Result<()> {
+        let mut client = self.dtm.client.clone();
+        client
+            .submit(self.request.clone())
+            .await
+            .map_err(error_of)?;
+        Ok(())
+    }
+    async fn abort(&self, reason: &str) -> Result<()> {
+        let mut request = self.request.clone();
+        request.rollback_reason = reason.to_owned();
+        let mut client = self.dtm.client.clone();
+        client.abort(request).await.map_err(error_of)?;
+        Ok(())
+    }
+}
+
+/// What a TCC or XA handle holds: the coordinator, the gid and the count
+/// of branches so far. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Scope {
+    pub(crate) dtm: DtmGrpc,
+    pub(crate) gid: Arc<str>,
+    branches: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Scope {
+    /// The next branch id: `01`, `02`, ... in call order.
+    pub(crate) fn next_branch_id(&self) -> String {
+        use std::sync::atomic::Ordering;
+        format!("{:02}", self.branches.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+/// Runs the shared TCC/XA scope over gRPC for the `trans_type` global
+/// transaction `gid`, the scope's handle made by `wrap`.
+pub(crate) async fn run_scope<H, T, F, Fut>(
+    dtm: &DtmGrpc,
+    gid: &str,
+    trans_type: &str,
+    options: TransOptions,
+    wrap: fn(Scope) -> H,
+    scope: F,
+) -> Result<T>
+where
+    F: FnOnce(H) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let global = GrpcGlobal::new(dtm, gid, trans_type, &options);
+    let handle = || {
+        wrap(Scope {
+            dtm: dtm.clone(),
+            gid: gid.into(),
+            branches: Arc::default(),
+        })
+    };
+    crate::scope::run(&global, trans_type, handle, scope).await
+}
+
+impl<'a> GrpcGlobal<'a> {
+    /// The `trans_type` global transaction `gid` on `dtm`.
+    pub(crate) fn new(dtm: &'a DtmGrpc, gid: &str, trans_type: &str, o: &TransOptions) -> Self {
+        Self {
+            dtm,
+            request: pb::DtmRequest {
+                gid: gid.to_owned(),
+                trans_type: trans_type.to_owned(),
+                trans_options: Some(trans_options(o)),
+                ..Default::default()
+            },
+        }
     }
 }
 

@@ -145,7 +145,7 @@ impl TwoPhase for MsgGrpc {
     async fn ask_query_prepared(&self, url: &str) -> Result<()> {
         let trans = ("msg", self.gid.as_str());
         self.dtm
-            .call_branch(url, trans, MSG_BRANCH_ID, MSG_OP, ())
+            .call_branch(url, trans, (MSG_BRANCH_ID, MSG_OP), &[], ())
             .await
     }
 }

@@ -3,26 +3,19 @@
 //! `RegisterBranch` and tries called over gRPC.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 
-use super::{error_of, pb, trans_options, DtmGrpc};
-use crate::scope::Global;
+use super::{error_of, pb, run_scope, DtmGrpc, Scope};
 use crate::{Result, TransOptions};
 
 /// A TCC global transaction in progress over gRPC, handed to the scope of
 /// [`DtmGrpc::tcc_global_transaction`]. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct TccGrpc {
-    dtm: DtmGrpc,
-    gid: Arc<str>,
-    branches: Arc<AtomicU32>,
-}
+pub struct TccGrpc(Scope);
 
 impl TccGrpc {
     /// The gid.
     pub fn gid(&self) -> &str {
-        &self.gid
+        &self.0.gid
     }
 
     /// Registers a branch (its confirm and cancel methods get `message`
@@ -39,9 +32,10 @@ impl TccGrpc {
     where
         M: prost::Message + Clone + Send + 'static,
     {
-        let branch_id = format!("{:02}", self.branches.fetch_add(1, Ordering::Relaxed) + 1);
+        let Scope { dtm, gid, .. } = &self.0;
+        let branch_id = self.0.next_branch_id();
         let register = pb::DtmBranchRequest {
-            gid: self.gid.to_string(),
+            gid: gid.to_string(),
             trans_type: "tcc".into(),
             branch_id: branch_id.clone(),
             op: String::new(),
@@ -52,44 +46,11 @@ impl TccGrpc {
             .into(),
             busi_payload: message.encode_to_vec(),
         };
-        let mut client = self.dtm.client.clone();
+        let mut client = dtm.client.clone();
         client.register_branch(register).await.map_err(error_of)?;
-        let trans = ("tcc", &*self.gid);
-        self.dtm
-            .call_branch(try_url, trans, &branch_id, "try", message.clone())
+        let trans = ("tcc", &**gid);
+        dtm.call_branch(try_url, trans, (&branch_id, "try"), &[], message.clone())
             .await
-    }
-}
-
-/// A TCC or XA global transaction on the gRPC API.
-struct GrpcGlobal<'a> {
-    dtm: &'a DtmGrpc,
-    request: pb::DtmRequest,
-}
-
-impl Global for GrpcGlobal<'_> {
-    async fn prepare(&self) -> Result<()> {
-        let mut client = self.dtm.client.clone();
-        client
-            .prepare(self.request.clone())
-            .await
-            .map_err(error_of)?;
-        Ok(())
-    }
-    async fn submit(&self) -> Result<()> {
-        let mut client = self.dtm.client.clone();
-        client
-            .submit(self.request.clone())
-            .await
-            .map_err(error_of)?;
-        Ok(())
-    }
-    async fn abort(&self, reason: &str) -> Result<()> {
-        let mut request = self.request.clone();
-        request.rollback_reason = reason.to_owned();
-        let mut client = self.dtm.client.clone();
-        client.abort(request).await.map_err(error_of)?;
-        Ok(())
     }
 }
 
@@ -109,20 +70,6 @@ impl DtmGrpc {
         F: FnOnce(TccGrpc) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let global = GrpcGlobal {
-            dtm: self,
-            request: pb::DtmRequest {
-                gid: gid.to_owned(),
-                trans_type: "tcc".into(),
-                trans_options: Some(trans_options(&options)),
-                ..Default::default()
-            },
-        };
-        let handle = || TccGrpc {
-            dtm: self.clone(),
-            gid: gid.into(),
-            branches: Arc::default(),
-        };
-        crate::scope::run(&global, "tcc", handle, scope).await
+        run_scope(self, gid, "tcc", options, TccGrpc, scope).await
     }
 }

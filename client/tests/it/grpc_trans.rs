@@ -3,14 +3,15 @@
 //! sub-transaction barrier (its identity from gRPC metadata), the
 //! coordinator reached over its gRPC API. The msg commits through the
 //! barrier recipe, through its gRPC check-back, or is rolled back by it;
-//! the TCC confirms, or cancels when a try is refused.
+//! the TCC confirms, or cancels when a try is refused; the XA commits, or
+//! rolls back when a branch is refused.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dtx_client::grpc::{barrier_from_metadata, status_of, DtmGrpc};
-use dtx_client::{BarrierDb, BranchBarrier, DbConn, Error, TransOptions};
+use dtx_client::grpc::{barrier_from_metadata, status_of, xa_params_from_metadata, DtmGrpc};
+use dtx_client::{BarrierDb, BranchBarrier, DbConn, Error, TransOptions, XaMysql};
 use sqlx::MySqlPool;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -31,6 +32,7 @@ use account_pb::Transfer;
 struct Accounts {
     pool: MySqlPool,
     barrier_table: String,
+    xa: XaMysql,
     calls: Arc<Mutex<HashMap<(String, String), u32>>>,
 }
 
@@ -60,23 +62,34 @@ impl Accounts {
         self.count(barrier.gid(), method);
         let t = r.into_inner();
         let done = barrier
-            .call_mysql(&self.pool, |tx| {
-                Box::pin(async move {
-                    let mut q = sqlx::query(sql);
-                    for a in args {
-                        q = match a {
-                            Amount => q.bind(t.amount),
-                            User => q.bind(t.user_id.clone()),
-                        };
-                    }
-                    let changed = q.execute(&mut *tx).await?.rows_affected();
-                    if must_change && changed == 0 {
-                        return Err(Error::Failure("insufficient balance".into()));
-                    }
-                    Ok(())
-                })
-            })
+            .call_mysql(&self.pool, |c| statement(c, sql, args, t, must_change))
             .await;
+        status_of(done)
+    }
+
+    /// An XA branch: the action runs `sql` in a local XA transaction left
+    /// prepared; `commit` and `rollback` end it. Counted as `method:op`.
+    async fn xa_branch(
+        &self,
+        method: &str,
+        r: Request<Transfer>,
+        sql: &'static str,
+        args: &'static [Arg],
+    ) -> Result<Response<()>, Status> {
+        let params = match xa_params_from_metadata(r.metadata()) {
+            Ok(p) => p,
+            Err(e) => return status_of(Err(e)),
+        };
+        self.count(&params.gid, &format!("{method}:{}", params.op));
+        let t = r.into_inner();
+        let done = match params.op.as_str() {
+            "action" => {
+                self.xa
+                    .xa_local(&params, |c| statement(c, sql, args, t, true))
+                    .await
+            }
+            _ => self.xa.xa_phase2(&params).await,
+        };
         status_of(done)
     }
 
@@ -96,6 +109,31 @@ impl Accounts {
             .copied()
             .unwrap_or(0)
     }
+}
+
+/// Runs `sql` with `args` from `t`; when `must_change` and no row changed,
+/// the business refuses (FAILURE).
+fn statement<'c>(
+    c: &'c mut sqlx::MySqlConnection,
+    sql: &'static str,
+    args: &'static [Arg],
+    t: Transfer,
+    must_change: bool,
+) -> futures_util::future::BoxFuture<'c, dtx_client::Result<()>> {
+    Box::pin(async move {
+        let mut q = sqlx::query(sql);
+        for a in args {
+            q = match a {
+                Amount => q.bind(t.amount),
+                User => q.bind(t.user_id.clone()),
+            };
+        }
+        let changed = q.execute(c).await?.rows_affected();
+        if must_change && changed == 0 {
+            return Err(Error::Failure("insufficient balance".into()));
+        }
+        Ok(())
+    })
 }
 
 const CREDIT: &str = "UPDATE accounts SET balance = balance + ? WHERE id = ?";
@@ -135,6 +173,15 @@ impl Account for Accounts {
         self.guarded("TransIn", r, CREDIT, &[Amount, User], false)
             .await
     }
+    async fn trans_out_xa(&self, r: Request<Transfer>) -> Result<Response<()>, Status> {
+        let sql = "UPDATE accounts SET balance = balance - ? WHERE id = ? AND balance >= ?";
+        self.xa_branch("TransOutXa", r, sql, &[Amount, User, Amount])
+            .await
+    }
+    async fn trans_in_xa(&self, r: Request<Transfer>) -> Result<Response<()>, Status> {
+        self.xa_branch("TransInXa", r, CREDIT, &[Amount, User])
+            .await
+    }
     async fn query_prepared(&self, r: Request<Transfer>) -> Result<Response<()>, Status> {
         let barrier = match barrier_from_metadata(r.metadata()) {
             Ok(b) => b.with_table(self.barrier_table.clone()),
@@ -172,9 +219,13 @@ impl Bank {
             .execute(&db.pool)
             .await
             .unwrap();
+        let dtm = DtmGrpc::connect(&format!("127.0.0.1:{grpc_port}"))
+            .await
+            .unwrap();
         let accounts = Accounts {
             pool: db.pool.clone(),
             barrier_table: db.barrier_table.clone(),
+            xa: XaMysql::over_grpc(db.pool.clone(), dtm.clone()).with_table(&db.barrier_table),
             calls: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -182,9 +233,6 @@ impl Bank {
         let server =
             tonic::transport::Server::builder().add_service(AccountServer::new(accounts.clone()));
         tokio::spawn(server.serve_with_incoming(TcpIncoming::from(listener)));
-        let dtm = DtmGrpc::connect(&format!("127.0.0.1:{grpc_port}"))
-            .await
-            .unwrap();
         Self {
             dtx,
             dtm,
@@ -384,5 +432,47 @@ async fn a_grpc_tcc_confirms_every_try_or_cancels_when_one_is_refused() {
     bank.wait_status(&g, "failed").await;
     assert_eq!(bank.accounts.calls(&g, "TransOutCancel"), 1);
     assert_eq!(bank.accounts.calls(&g, "TransInTry"), 0);
+    assert_eq!(bank.balances().await, [(70, 0), (130, 0)]);
+}
+
+#[tokio::test]
+async fn a_grpc_xa_commits_every_branch_or_rolls_back_when_one_is_refused() {
+    let bank = Bank::open().await;
+    let (out, inn) = (bank.method("TransOutXa"), bank.method("TransInXa"));
+    let run = |g: String, to: &'static str| {
+        let (out, inn) = (out.clone(), inn.clone());
+        let dtm = bank.dtm.clone();
+        async move {
+            dtm.xa_global_transaction(&g, TransOptions::default(), |xa| async move {
+                xa.call_branch(&transfer("u1", 30), &out).await?;
+                xa.call_branch(&transfer(to, 30), &inn).await
+            })
+            .await
+        }
+    };
+
+    // both actions prepared and registered: both committed
+    let g = gid("grpc-xa");
+    run(g.clone(), "u2").await.unwrap();
+    bank.wait_status(&g, "succeed").await;
+    assert_eq!(bank.balances().await, [(70, 0), (130, 0)]);
+    for m in [
+        "TransOutXa:action",
+        "TransOutXa:commit",
+        "TransInXa:action",
+        "TransInXa:commit",
+    ] {
+        assert_eq!(bank.accounts.calls(&g, m), 1, "{m}");
+    }
+
+    // the second action is refused (no such account) before it registers:
+    // the first branch is rolled back, the second never hears of phase 2
+    let g = gid("grpc-xa-refused");
+    let refused = run(g.clone(), "nobody").await;
+    assert!(matches!(refused, Err(Error::Failure(_))), "{refused:?}");
+    bank.wait_status(&g, "failed").await;
+    assert_eq!(bank.accounts.calls(&g, "TransOutXa:rollback"), 1);
+    assert_eq!(bank.accounts.calls(&g, "TransOutXa:commit"), 0);
+    assert_eq!(bank.accounts.calls(&g, "TransInXa:rollback"), 0);
     assert_eq!(bank.balances().await, [(70, 0), (130, 0)]);
 }
