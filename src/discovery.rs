@@ -121,18 +121,19 @@ impl Resolver {
 
     fn watched(&self, target: &EtcdTarget) -> Result<Arc<Watched>, String> {
         let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
-        let name = target.service();
-        if let Some((w, _)) = services.get(&name) {
+        let key = target.watch_key();
+        if let Some((w, _)) = services.get(&key) {
             return Ok(Arc::clone(w));
         }
         if services.len() >= MAX_SERVICES {
             return Err(format!(
-                "more than {MAX_SERVICES} etcd services named by branches; {name} is not watched"
+                "more than {MAX_SERVICES} etcd services named by branches; {} is not watched",
+                target.service()
             ));
         }
         let w = Arc::new(Watched::default());
         let task = tokio::spawn(follow_forever(target.clone(), Arc::clone(&w)));
-        services.insert(name, (Arc::clone(&w), task));
+        services.insert(key, (Arc::clone(&w), task));
         Ok(w)
     }
 }

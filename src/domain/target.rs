@@ -135,6 +135,16 @@ impl EtcdTarget {
     pub fn service(&self) -> String {
         format!("{}/{}", self.etcd.join(","), self.key)
     }
+
+    /// The service with the credentials it is read with: targets naming
+    /// other credentials are watched apart, so each authenticates on its
+    /// own. Holds the password: never log it.
+    pub fn watch_key(&self) -> String {
+        match &self.credentials {
+            Some((user, password)) => format!("{}\0{user}\0{password}", self.service()),
+            None => self.service(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +200,12 @@ mod tests {
         assert_eq!(t.path, "/user.User/saveUser");
         assert_eq!(t.credentials, Some(("root".into(), "pw".into())));
         assert_eq!(t.service(), "localhost:2379,10.0.0.2:2379/user.rpc");
+        let other = EtcdTarget::parse(
+            "etcd://localhost:2379,10.0.0.2:2379/user.rpc/user.User/saveUser?user=root&password=no",
+        )
+        .unwrap();
+        assert_eq!(other.service(), t.service());
+        assert_ne!(other.watch_key(), t.watch_key());
         let plain = EtcdTarget::parse("etcd://e:2379/score.rpc/score.UserScore/saveUserScore");
         assert_eq!(plain.unwrap().credentials, None);
         let reg = EtcdTarget::parse_service("etcd://localhost:2379/dtmservice").unwrap();

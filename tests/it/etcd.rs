@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, GetOptions, PutOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
 
 use crate::grpc::client as dtm;
 use crate::grpc_branches::{transfer, Busi};
@@ -80,6 +80,51 @@ async fn etcd_targets_balance_over_live_endpoints_and_follow_changes() {
     let g = gid("etcd-away");
     api.submit(transfer(&g, &target, 10)).await.unwrap();
     assert_eq!(a.methods_for(&g), ["TransOut", "TransIn"]);
+}
+
+#[tokio::test]
+async fn the_targets_user_and_password_authenticate_to_etcd() {
+    let etcd = EtcdServer::start();
+    let mut admin = etcd_client(&etcd).await;
+    // etcd's auth: a root user in the root role, then auth on
+    let _ = admin.role_add("root").await;
+    admin.user_add("root", "s3cret", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+    let login = ConnectOptions::new().with_user("root", "s3cret");
+    let mut c = Client::connect([etcd.addr()], Some(login)).await.unwrap();
+    let (busi, addr) = Busi::start().await;
+    register(&mut c, "user.rpc", &addr).await;
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis).await;
+    let mut api = dtm(&app).await;
+    // the query goes after the method: etcd://hosts/key/pkg.Svc/Method?user=..
+    let target = format!("etcd://{}/user.rpc", etcd.addr());
+    let with_query = |g: &str, query: &str| {
+        let mut req = transfer(g, &target, 10);
+        let mut steps: serde_json::Value = serde_json::from_str(&req.steps).unwrap();
+        for step in steps.as_array_mut().unwrap() {
+            for url in step.as_object_mut().unwrap().values_mut() {
+                *url = format!("{}{query}", url.as_str().unwrap()).into();
+            }
+        }
+        req.steps = steps.to_string();
+        req
+    };
+    let g = gid("etcd-auth");
+    api.submit(with_query(&g, "?user=root&password=s3cret"))
+        .await
+        .unwrap();
+    assert_eq!(app.status(&g).await, "succeed");
+    assert_eq!(busi.methods_for(&g), ["TransOut", "TransIn"]);
+    // a wrong password finds nothing: an error, retried, never a failure
+    let g = gid("etcd-auth-wrong");
+    let mut req = with_query(&g, "?user=root&password=wrong");
+    req.trans_options.as_mut().unwrap().wait_result = false;
+    api.submit(req).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(app.status(&g).await, "submitted");
+    assert!(busi.calls_for(&g).is_empty());
 }
 
 #[tokio::test]
