@@ -295,11 +295,7 @@ impl Caller {
                 req.url
             ));
         }
-        if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
-            let target = match GrpcTarget::parse(req.url) {
-                Ok(target) => target,
-                Err(e) => return Outcome::Unknown(e),
-            };
+        if let Some(target) = GrpcTarget::of(req.url) {
             let Some(_permits) = self.permits(&target.authority).await else {
                 return Outcome::Unknown("branch call limiter closed".into());
             };

@@ -33,16 +33,11 @@ impl AllowList {
         if self.entries.is_empty() || url.is_empty() {
             return true;
         }
-        let http = url.starts_with("http://") || url.starts_with("https://");
-        let grpc = if http {
-            None
-        } else {
-            GrpcTarget::parse(url).ok()
-        };
-        let (host, port) = if let Some(target) = grpc {
+        let (host, port) = if let Some(target) = GrpcTarget::of(url) {
+            // the authority is lower-cased already
             match target.authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_ascii_lowercase(), p.parse::<u16>().ok()),
-                None => (target.authority.clone(), None),
+                Some((h, p)) => (h.to_owned(), p.parse::<u16>().ok()),
+                None => (target.authority, None),
             }
         } else {
             match url::Url::parse(url) {

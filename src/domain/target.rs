@@ -19,23 +19,29 @@ impl GrpcTarget {
     /// Parses `[grpc://|grpcs://]host:port/package.Service/Method`, split
     /// at the first `/` after the authority; the error says what is wrong.
     pub fn parse(url: &str) -> Result<Self, String> {
+        Self::of(url).ok_or_else(|| {
+            format!(
+                "gRPC branch {url:?} must be [grpc://|grpcs://]host:port/package.Service/Method"
+            )
+        })
+    }
+
+    /// The target `url` names, or `None` when it is no direct gRPC URL
+    /// (an `http(s)://` one, say): what the call paths ask, at no cost
+    /// for a URL of another kind.
+    pub fn of(url: &str) -> Option<Self> {
         let (tls, rest) = if let Some(rest) = url.strip_prefix("grpcs://") {
             (true, rest)
         } else if let Some(rest) = url.strip_prefix("grpc://") {
             (false, rest)
         } else if url.contains("://") {
-            return Err(format!("{url:?} is not a gRPC target"));
+            return None;
         } else {
             (false, url)
         };
         let (authority, method) = rest.split_once('/').unwrap_or((rest, ""));
         let method_ok = method.split('/').count() >= 2 && method.split('/').all(|s| !s.is_empty());
-        if authority.is_empty() || !method_ok {
-            return Err(format!(
-                "gRPC branch {url:?} must be [grpc://|grpcs://]host:port/package.Service/Method"
-            ));
-        }
-        Ok(Self {
+        (!authority.is_empty() && method_ok).then(|| Self {
             tls,
             authority: authority.to_ascii_lowercase(),
             path: format!("/{method}"),
@@ -54,7 +60,7 @@ impl GrpcTarget {
 
 /// Whether a branch URL is called over gRPC (directly or through etcd).
 pub fn is_grpc_url(url: &str) -> bool {
-    url.starts_with("etcd://") || GrpcTarget::parse(url).is_ok()
+    url.starts_with("etcd://") || GrpcTarget::of(url).is_some()
 }
 
 /// A parsed `etcd://` branch URL.
