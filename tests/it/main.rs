@@ -5,6 +5,7 @@
 
 mod api;
 mod console;
+mod deployment;
 mod dtmcli;
 mod durability;
 mod etcd;
