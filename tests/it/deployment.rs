@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::support::{free_port, gid, saga_body, Branches, Reply};
 
 const SAGAS: usize = 2000;
+const TOKEN: &str = "deploy-full-token";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -176,6 +177,10 @@ async fn sagas_through_the_balancer_survive_a_replica_stop_and_prometheus_counts
         ("DTX_SCHEDULER_RECHECK_MS", "200"),
         ("DTX_TRANS_REQUEST_TIMEOUT_MS", "10000"),
         ("DTX_LOG_LEVEL", "info"),
+        // access control on: the balancer's checks use the open /readyz,
+        // Prometheus scrapes with the read-only token local.sh hands it
+        ("DTX_AUTH_TOKENS", TOKEN),
+        ("DTX_AUTH_READ_TOKENS", "deploy-read-token"),
     ]);
     let http = reqwest::Client::new();
     let stopped = d.pid("dtx2");
@@ -195,7 +200,7 @@ async fn sagas_through_the_balancer_survive_a_replica_stop_and_prometheus_counts
                     saga_body(&g, &b),
                 );
                 async move {
-                    let r = http.post(url).json(&body).send().await;
+                    let r = http.post(url).bearer_auth(TOKEN).json(&body).send().await;
                     match r {
                         Ok(r) => {
                             let status = r.status().as_u16();
@@ -252,7 +257,7 @@ async fn sagas_through_the_balancer_survive_a_replica_stop_and_prometheus_counts
             .map(|g| {
                 let (http, url) = (http.clone(), format!("{}/api/dtmsvr/query?gid={g}", d.lb));
                 async move {
-                    let v: Value = match http.get(url).send().await {
+                    let v: Value = match http.get(url).bearer_auth(TOKEN).send().await {
                         Ok(r) => r.json().await.unwrap_or_default(),
                         Err(_) => Value::Null,
                     };
