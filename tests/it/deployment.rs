@@ -248,6 +248,14 @@ async fn sagas_through_the_balancer_survive_a_replica_stop_and_prometheus_counts
         d.log("dtx2")
     );
 
+    // HAProxy took dtx2 out on its readiness (503), not on a closed port
+    let lb_log = d.log("haproxy");
+    let first_down = lb_log.lines().find(|l| l.contains("dtx_http/dtx2 is DOWN"));
+    assert!(
+        first_down.is_some_and(|l| l.contains("code: 503")),
+        "dtx2 left the pool when /readyz turned 503: {first_down:?}"
+    );
+
     // every saga succeeds, through the balancer's remaining replicas
     let mut pending: HashSet<String> = gids.iter().cloned().collect();
     let deadline = Instant::now() + Duration::from_secs(60);
