@@ -48,21 +48,24 @@ say() { echo "local.sh: $*" >&2; }
 
 alive() { # pid: it runs (a zombie nobody reaped yet does not)
   local state
-  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $1}') || return 1
   [ -n "$state" ] && [ "$state" != Z ]
 }
 
-pid_of() { # component -> its PID, if it runs and is what we started
-  local f="$dir/pids/$1.pid" pid exe
+started() { # pid -> when it started (clock ticks since boot)
+  # the fields after the command name, which may hold spaces, start after ')'
+  local rest
+  rest=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+  awk '{print $20}' <<<"$rest"
+}
+
+pid_of() { # component -> its PID, if it runs and is the process we started
+  local f="$dir/pids/$1.pid" pid since
   [ -f "$f" ] || return 1
-  pid=$(cat "$f")
+  read -r pid since <"$f" || true
   [ -n "$pid" ] && alive "$pid" || return 1
-  # a PID the system gave to another program since is not ours
-  exe=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
-  case "$1" in
-    dtx*) [[ $exe == "$dtx_bin "* ]] ;;
-    *) [[ $exe == *"$1"* ]] ;;
-  esac || return 1
+  # a PID the system gave to another process since is not ours
+  [ "$(started "$pid")" = "$since" ] || return 1
   echo "$pid"
 }
 
@@ -105,7 +108,8 @@ start() { # component, command... : runs it in the background, logs, PID file
     return 0
   fi
   "$@" >>"$dir/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$dir/pids/$name.pid"
+  local pid=$!
+  echo "$pid $(started "$pid")" >"$dir/pids/$name.pid"
 }
 
 up() {

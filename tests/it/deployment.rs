@@ -107,9 +107,10 @@ impl Deployment {
     fn pid(&self, name: &str) -> u32 {
         std::fs::read_to_string(self.dir.join(format!("pids/{name}.pid")))
             .expect("a PID file")
-            .trim()
-            .parse()
-            .expect("a PID")
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a PID file starts with the PID")
     }
 
     /// The result of an instant PromQL query (`data.result`).
