@@ -42,16 +42,29 @@ impl RedisServer {
 
     /// Starts one keeping its data as `persistence` says.
     pub fn start_with(persistence: Persistence) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "dtx-redis-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self::launch(persistence, free_port(), dir)
+        // a free port can be taken before redis-server binds it (by another
+        // test's outgoing connection, say): then it exits, and another is tried
+        for _ in 0..5 {
+            let dir = std::env::temp_dir().join(format!(
+                "dtx-redis-{}-{}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            if let Some(server) = Self::try_launch(persistence, free_port(), dir) {
+                return server;
+            }
+        }
+        panic!("redis-server exited at start on five free ports in a row");
     }
 
     fn launch(persistence: Persistence, port: u16, dir: PathBuf) -> Self {
+        Self::try_launch(persistence, port, dir)
+            .unwrap_or_else(|| panic!("redis-server on port {port} exited at start"))
+    }
+
+    /// Starts one on `port`; `None` if it exits before it answers.
+    fn try_launch(persistence: Persistence, port: u16, dir: PathBuf) -> Option<Self> {
         let mut cmd = Command::new("redis-server");
         let fsync = match persistence {
             Persistence::None => None,
@@ -68,25 +81,29 @@ impl RedisServer {
         let child = cmd
             .spawn()
             .expect("tests need redis-server on PATH (apt-get install redis-server)");
-        let server = Self {
+        let mut server = Self {
             child,
             port,
             dir,
             persistence,
         };
-        server.wait_ready();
-        server
+        // a server that exited is dropped: its directory goes with it
+        server.wait_ready().then_some(server)
     }
 
-    fn wait_ready(&self) {
+    /// Waits until it answers (`true`) or exits (`false`).
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(client) = redis::Client::open(self.url()) {
                 if let Ok(mut c) = client.get_connection() {
                     if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                        return;
+                        return true;
                     }
                 }
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
