@@ -43,12 +43,22 @@ pub fn wait_port(port: u16, what: &str) {
     panic!("{what} on port {port} did not start");
 }
 
+/// The fields of `/proc/<pid>/stat` after the command name (which may
+/// hold spaces): the state first. Empty when there is no such process.
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    rest.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Whether process `pid` runs (a zombie nobody reaped yet does not).
+pub fn running(pid: u32) -> bool {
+    stat_fields(pid).first().is_some_and(|state| state != "Z")
+}
+
 /// CPU time (user + system) a process has used so far, µs.
 pub fn cpu_us(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // the fields after the command name, which may hold spaces, start after ')'
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let f = stat_fields(pid);
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // utime and stime are fields 14 and 15 of stat: 12 and 13 after ')'
     (ticks(11) + ticks(12)) * 10_000 // USER_HZ is 100 on Linux
