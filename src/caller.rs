@@ -16,9 +16,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{BranchSettings, TransSettings};
 use crate::domain::{
-    is_grpc_url, AllowList, Branch, EtcdTarget, GrpcTarget, Outcome, Resume, Trans, TransKind,
+    is_grpc_url, AllowList, Branch, EtcdTarget, GrpcTarget, Outcome, Resume, TraceContext, Trans,
+    TransKind,
 };
-use crate::telemetry;
+use crate::{otel, telemetry};
 
 /// Longest part of a branch reply kept as a failure reason, bytes.
 const MAX_REASON: usize = 1024;
@@ -211,9 +212,11 @@ impl Caller {
             return Outcome::Succeeded;
         }
         let started = std::time::Instant::now();
+        let traced = otel::branch_call(t, req.branch_id, req.op, req.url);
         telemetry::in_flight(1.0);
-        let outcome = self.send(t, &req).await;
+        let outcome = self.send(t, &req, traced.headers.as_ref()).await;
         telemetry::in_flight(-1.0);
+        traced.ended(&outcome);
         let label = match outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::Failed(_) => "failed",
@@ -245,7 +248,13 @@ impl Caller {
 
     /// A gRPC call to one live endpoint of an `etcd://` target; the etcd
     /// hosts and the endpoint must both be on the allow-list.
-    async fn send_etcd(&self, t: &Trans, req: &BranchRequest<'_>, timeout: Duration) -> Outcome {
+    async fn send_etcd(
+        &self,
+        t: &Trans,
+        req: &BranchRequest<'_>,
+        timeout: Duration,
+        trace: Option<&TraceContext>,
+    ) -> Outcome {
         let target = match EtcdTarget::parse(req.url) {
             Ok(target) => target,
             Err(e) => return Outcome::Unknown(e),
@@ -280,14 +289,19 @@ impl Caller {
         };
         let body = req.body.to_vec();
         self.grpc
-            .call(t, &target, req.branch_id, req.op, body, timeout)
+            .call(t, &target, (req.branch_id, req.op), body, timeout, trace)
             .await
     }
 
-    async fn send(&self, t: &Trans, req: &BranchRequest<'_>) -> Outcome {
+    async fn send(
+        &self,
+        t: &Trans,
+        req: &BranchRequest<'_>,
+        trace: Option<&TraceContext>,
+    ) -> Outcome {
         let timeout = self.timeout_of(t);
         if req.url.starts_with("etcd://") {
-            return self.send_etcd(t, req, timeout).await;
+            return self.send_etcd(t, req, timeout, trace).await;
         }
         if !self.allow.allows(req.url) {
             return Outcome::Unknown(format!(
@@ -302,7 +316,7 @@ impl Caller {
             let body = req.body.to_vec();
             return self
                 .grpc
-                .call(t, &target, req.branch_id, req.op, body, timeout)
+                .call(t, &target, (req.branch_id, req.op), body, timeout, trace)
                 .await;
         }
         let mut url = match url::Url::parse(req.url) {
@@ -344,7 +358,7 @@ impl Caller {
             .request(method, url)
             .timeout(timeout)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (name, value) in &t.opts.branch_headers {
+        for (name, value) in branch_headers(t, trace) {
             // validated at creation; a header that still does not parse is skipped
             if let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(name.as_bytes()),
@@ -383,6 +397,34 @@ impl Caller {
             (outcome, _) => outcome,
         }
     }
+}
+
+/// The headers every call of `t` carries: its `branch_headers`, and the
+/// trace context (which replaces a `traceparent` or `tracestate` among
+/// them, so a branch never gets two).
+fn branch_headers<'a>(
+    t: &'a Trans,
+    trace: Option<&'a TraceContext>,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let own = t
+        .opts
+        .branch_headers
+        .iter()
+        .filter(move |(name, _)| {
+            trace.is_none()
+                || !(name.eq_ignore_ascii_case("traceparent")
+                    || name.eq_ignore_ascii_case("tracestate"))
+        })
+        .map(|(k, v)| (k.as_str(), v.as_str()));
+    let traced = trace.into_iter().flat_map(|tc| {
+        [
+            ("traceparent", tc.parent.as_str()),
+            ("tracestate", tc.state.as_str()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+    });
+    own.chain(traced)
 }
 
 /// The `Location` of a redirect, cut to the reason length.

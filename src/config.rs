@@ -71,6 +71,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Span export.
+    pub otel: OtelSettings,
 }
 
 /// `[grpc]`
@@ -268,6 +270,16 @@ pub struct LogSettings {
     pub format: String,
 }
 
+/// `[otel]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct OtelSettings {
+    /// OTLP/HTTP base URL spans are sent to (`/v1/traces` is appended);
+    /// empty: no spans are built.
+    pub endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
 impl Settings {
     /// Loads the layers: defaults, then `file`, then the environment as
     /// given by `env` (a lookup, so tests need not touch the process
@@ -374,6 +386,16 @@ impl Settings {
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad("log.format must be \"text\" or \"json\"");
+        }
+        let http_url = |u: &str| {
+            url::Url::parse(u)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        };
+        if !self.otel.endpoint.is_empty() && !http_url(&self.otel.endpoint) {
+            return bad("otel.endpoint must be an http(s) URL or empty");
+        }
+        if self.otel.service_name.is_empty() {
+            return bad("otel.service_name must not be empty");
         }
         Ok(())
     }

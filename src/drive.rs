@@ -53,6 +53,20 @@ enum Interrupted {
     Stopped,
 }
 
+impl DriveEnd {
+    /// Its name, for logs and spans.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DriveEnd::Finished => "finished",
+            DriveEnd::Waiting => "waiting",
+            DriveEnd::Idle => "idle",
+            DriveEnd::LeaseLost => "lease_lost",
+            DriveEnd::StoreFailed(_) => "store_failed",
+            DriveEnd::Stopped => "stopped",
+        }
+    }
+}
+
 impl From<Interrupted> for DriveEnd {
     fn from(i: Interrupted) -> Self {
         match i {

@@ -21,6 +21,8 @@
 //! - [`app`]: builds a replica from settings and runs it.
 //! - [`dev`]: the private Redis of `--dev`.
 //! - [`telemetry`]: Prometheus metric names and recording helpers.
+//! - [`otel`]: trace context kept with transactions and sent to branches;
+//!   span export over OTLP.
 
 pub mod access;
 pub mod app;
@@ -34,6 +36,7 @@ pub mod drive;
 pub mod engine;
 pub mod grpc;
 pub mod http;
+pub mod otel;
 pub mod proto;
 pub mod scheduler;
 pub mod service;

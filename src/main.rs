@@ -106,6 +106,13 @@ async fn main() -> ExitCode {
         }
     };
     init_logs(&settings);
+    let spans = match dtx::otel::install(&settings.otel) {
+        Ok(spans) => spans,
+        Err(e) => {
+            eprintln!("dtx: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let dev = if args.dev {
         match DevRedis::start(std::path::Path::new(".dtx-dev")).await {
             Ok(d) => {
@@ -137,6 +144,10 @@ async fn main() -> ExitCode {
     };
     if let Some(d) = dev {
         d.stop().await;
+    }
+    if let Some(spans) = spans {
+        // the last spans go out before the process ends
+        let _ = tokio::task::spawn_blocking(move || spans.shutdown()).await;
     }
     code
 }

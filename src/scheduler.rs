@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use crate::domain::Trans;
 use crate::drive::{drive, DriveEnd, DriveReport};
 use crate::store::StoreError;
-use crate::telemetry;
+use crate::{otel, telemetry};
 
 use crate::engine::ActiveGuard;
 pub use crate::engine::Engine;
@@ -51,7 +51,11 @@ impl Engine {
     }
 
     async fn pass(self: &Arc<Self>, t: Trans, epoch: u64, lease_until: u64) -> DriveReport {
-        let report = drive(self, t, epoch, lease_until).await;
+        let cx = otel::pass(&t);
+        let report = otel::in_context(cx.clone(), drive(self, t, epoch, lease_until)).await;
+        if let Some(cx) = &cx {
+            otel::pass_ended(cx, report.trans.status.as_str(), report.end.label());
+        }
         self.pass_ended(&report.trans.gid);
         let ok = !matches!(report.end, DriveEnd::StoreFailed(_) | DriveEnd::LeaseLost);
         telemetry::pass_ended(report.trans.kind.as_str(), ok);

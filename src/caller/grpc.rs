@@ -15,7 +15,7 @@ use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
-use crate::domain::{GrpcTarget, Outcome, Trans};
+use crate::domain::{GrpcTarget, Outcome, TraceContext, Trans};
 
 /// Channels kept at most; beyond, the cache is cleared (channels
 /// reconnect lazily).
@@ -77,15 +77,15 @@ impl Channels {
     }
 
     /// Calls `target` for branch `branch_id`/`op` of `t` with `body` as the
-    /// message, within `timeout`.
+    /// message, within `timeout`, sending `trace` as metadata.
     pub(super) async fn call(
         &self,
         t: &Trans,
         target: &GrpcTarget,
-        branch_id: &str,
-        op: &str,
+        (branch_id, op): (&str, &str),
         body: Vec<u8>,
         timeout: Duration,
+        trace: Option<&TraceContext>,
     ) -> Outcome {
         let channel = match self.channel(target) {
             Ok(c) => c,
@@ -104,12 +104,7 @@ impl Channels {
             ("dtm-op", op),
             ("dtm-dtm", ""),
         ];
-        let headers = t
-            .opts
-            .branch_headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()));
-        for (name, value) in dtm.into_iter().chain(headers) {
+        for (name, value) in dtm.into_iter().chain(super::branch_headers(t, trace)) {
             // validated at creation; a pair that still does not parse is skipped
             if let (Ok(k), Ok(v)) = (
                 MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()),

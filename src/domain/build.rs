@@ -408,6 +408,7 @@ pub fn build_new(
         owner: String::new(),
         last_error: String::new(),
         last_branch: String::new(),
+        trace: None,
         branches,
     })
 }

@@ -15,6 +15,8 @@ mod target;
 mod transition;
 
 pub use allow::AllowList;
+#[cfg(test)]
+pub(crate) use build::TEST_LIMITS;
 pub use build::{
     build_new, build_registered, build_registered_with, validate_branch_id, validate_gid,
     validate_url, BranchInput, Limits, NewTrans, NewTransInput, ValidationError, MAX_RETRY_LIMIT,
@@ -22,7 +24,8 @@ pub use build::{
 };
 pub use decide::{decide, Command, Decision, Refusal, Then};
 pub use model::{
-    Branch, BranchStatus, GlobalStatus, Op, SagaCustom, Trans, TransKind, TransOptions,
+    Branch, BranchStatus, GlobalStatus, Op, SagaCustom, TraceContext, Trans, TransKind,
+    TransOptions,
 };
 pub use plan::{
     after_check_back, deadline, plan, plan_shaped, retry_at, settle, unfinished, AfterCheckBack,

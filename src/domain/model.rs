@@ -315,8 +315,42 @@ pub struct Trans {
     pub last_error: String,
     /// The branch row (`<branch_id>:<op>`) that failed last, if any.
     pub last_branch: String,
+    /// The trace context it was created or last submitted under, sent on
+    /// each of its branch calls.
+    pub trace: Option<TraceContext>,
     /// Branch rows in storage order.
     pub branches: Vec<Branch>,
+}
+
+/// A W3C trace context, as the `traceparent` and `tracestate` header values
+/// (validated where a request brings them in).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceContext {
+    /// `traceparent`: `<version>-<trace id>-<parent id>-<flags>`.
+    pub parent: String,
+    /// `tracestate`, empty when the request had none.
+    pub state: String,
+}
+
+impl TraceContext {
+    /// How it is stored: the two values, one space apart (`traceparent`
+    /// never holds a space).
+    pub fn encode(&self) -> String {
+        if self.state.is_empty() {
+            self.parent.clone()
+        } else {
+            format!("{} {}", self.parent, self.state)
+        }
+    }
+
+    /// Reads [`TraceContext::encode`]'s format.
+    pub fn decode(stored: &str) -> Self {
+        let (parent, state) = stored.split_once(' ').unwrap_or((stored, ""));
+        Self {
+            parent: parent.to_owned(),
+            state: state.to_owned(),
+        }
+    }
 }
 
 impl Trans {

@@ -16,6 +16,7 @@ use tonic_health::ServingStatus;
 use tracing::warn;
 
 use crate::access::Auth;
+use crate::otel;
 use crate::service::Service;
 
 /// The generated messages and service of `proto/dtmgimp.proto`.
@@ -72,6 +73,7 @@ pub async fn serve(
             .await;
     });
     let router = tonic::transport::Server::builder()
+        .layer(TraceLayer)
         .add_service(health_service)
         .add_optional_service(reflection)
         .add_service(dtm);
@@ -87,5 +89,48 @@ pub async fn serve(
             warn!("gRPC calls still running after the drain timeout were cut off");
             Ok(())
         }
+    }
+}
+
+/// Runs every gRPC call in its trace context ([`otel::api_call`]): the
+/// caller's `traceparent` metadata, and with export on a span named after
+/// the method.
+#[derive(Debug, Clone, Copy)]
+struct TraceLayer;
+
+impl<S> tower::Layer<S> for TraceLayer {
+    type Service = Traced<S>;
+
+    fn layer(&self, inner: S) -> Traced<S> {
+        Traced(inner)
+    }
+}
+
+/// A service run by [`TraceLayer`].
+#[derive(Debug, Clone)]
+struct Traced<S>(S);
+
+impl<S, B> tower::Service<http::Request<B>> for Traced<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = otel::InContext<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // the method's path names the span: a path no service has is
+        // answered "unimplemented" at once, and is not worth a name of its own
+        let path = req.uri().path();
+        let route = if path.len() <= 128 { path } else { "/unknown" };
+        let cx = otel::api_call(req.headers(), "gRPC", route);
+        otel::in_context(cx, self.0.call(req))
     }
 }

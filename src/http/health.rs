@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::AppState;
-use crate::telemetry;
+use crate::{otel, telemetry};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -57,14 +57,25 @@ async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 /// Counts every request by its matched route (never the raw path, which
-/// could carry anything).
+/// could carry anything), and runs an API call in its trace context
+/// ([`otel::api_call`]).
 pub(super) async fn track(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = method_label(req.method());
     let started = Instant::now();
-    let response = next.run(req).await;
-    telemetry::http(route, method, response.status().as_u16(), started.elapsed());
+    // health checks and scrapes come every few seconds and change nothing:
+    // no spans of their own
+    let traced = route.starts_with("/api/") && !matches!(route, "/api/ping" | "/api/metrics");
+    let cx = traced
+        .then(|| otel::api_call(req.headers(), method, route))
+        .flatten();
+    let response = otel::in_context(cx.clone(), next.run(req)).await;
+    let status = response.status().as_u16();
+    if let Some(cx) = &cx {
+        otel::answered(cx, status);
+    }
+    telemetry::http(route, method, status, started.elapsed());
     response
 }
 

@@ -11,7 +11,7 @@ use crate::domain::{
 };
 use crate::drive::{DriveEnd, DriveReport};
 use crate::store::{Created, Move, StoreError};
-use crate::telemetry;
+use crate::{otel, telemetry};
 
 /// A workflow client's final submit: the outcome it reached.
 #[derive(Debug, Clone, Default)]
@@ -82,6 +82,7 @@ impl Service {
         let now = engine.now_ms();
         let input = self.with_topics(input).await?;
         let mut t = build_new(input, GlobalStatus::Prepared, now, &self.limits)?;
+        t.trace = otel::current();
         self.check_urls(&t)?;
         let due = self.prepared_due(&t, now);
         t.next_ms = due;
@@ -118,13 +119,14 @@ impl Service {
         let now = engine.now_ms();
         let input = self.with_topics(input).await?;
         let mut t = build_new(input, GlobalStatus::Submitted, now, &self.limits)?;
+        t.trace = otel::current();
         self.check_urls(&t)?;
         let wait = t.opts.wait_result;
         let lease_until = now + engine.lease_ms;
         // msg, tcc and xa are usually prepared first: take that one over
         // before trying to create (one script instead of two)
         if t.kind != TransKind::Saga {
-            match self.take_prepared(&t.gid, t.kind, now, lease_until).await {
+            match self.take_prepared(&t, now, lease_until).await {
                 Ok(pass) => return if wait { report(pass.await) } else { Ok(()) },
                 Err(StoreError::NotFound) => {}
                 Err(StoreError::KindConflict(actual)) => {
@@ -151,7 +153,7 @@ impl Service {
                 return Err(kind_conflict(&t.gid, kind, t.kind))
             }
             Created::Exists(GlobalStatus::Prepared, _) => {
-                match self.take_prepared(&t.gid, t.kind, now, lease_until).await {
+                match self.take_prepared(&t, now, lease_until).await {
                     Ok(pass) => pass,
                     Err(StoreError::KindConflict(actual)) => {
                         return Err(kind_conflict(&t.gid, actual, t.kind))
@@ -173,16 +175,22 @@ impl Service {
         }
     }
 
-    /// Moves the prepared transaction `gid` to submitted, taking its lease,
-    /// and starts driving it.
+    /// Moves the prepared transaction of `submitted`'s gid to submitted,
+    /// taking its lease, and starts driving it. The submit's trace context,
+    /// when it has one, replaces the prepare's: what follows is its doing.
     async fn take_prepared(
         &self,
-        gid: &str,
-        kind: TransKind,
+        submitted: &Trans,
         now: u64,
         lease_until: u64,
     ) -> Result<tokio::task::JoinHandle<DriveReport>, StoreError> {
         let engine = &self.engine;
+        let (gid, kind) = (submitted.gid.as_str(), submitted.kind);
+        let fields: Vec<_> = submitted
+            .trace
+            .iter()
+            .map(|trace| ("trace", trace.encode()))
+            .collect();
         // the decision for a prepared one (submit refuses workflows, the one
         // kind the table does not submit)
         let to = decide(kind, GlobalStatus::Prepared, Command::Submit(kind))
@@ -197,7 +205,7 @@ impl Service {
                     from: GlobalStatus::Prepared,
                     to,
                     hold_until_ms: Some(lease_until),
-                    fields: &[],
+                    fields: &fields,
                 },
                 engine.stamp(now),
             )
@@ -350,6 +358,7 @@ impl Service {
         let engine = &self.engine;
         let now = engine.now_ms();
         let mut t = build_new(input, GlobalStatus::Prepared, now, &self.limits)?;
+        t.trace = otel::current();
         self.check_urls(&t)?;
         let due = self.prepared_due(&t, now);
         t.next_ms = due;

@@ -3,7 +3,9 @@
 
 use redis::Value;
 
-use crate::domain::{Branch, BranchStatus, GlobalStatus, Op, Trans, TransKind, TransOptions};
+use crate::domain::{
+    Branch, BranchStatus, GlobalStatus, Op, TraceContext, Trans, TransKind, TransOptions,
+};
 
 /// The first element of every script reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +127,9 @@ pub fn trans_fields(t: &Trans, epoch: u64) -> Vec<(&'static str, String)> {
     if let Some(n) = t.next_ms {
         f.push(("next_ms", n.to_string()));
     }
+    if let Some(trace) = &t.trace {
+        f.push(("trace", trace.encode()));
+    }
     if !t.opts.is_default() {
         // serialising a struct of plain fields and a string map cannot fail
         f.push(("opts", serde_json::to_string(&t.opts).unwrap_or_default()));
@@ -230,6 +235,7 @@ pub fn decode_trans(
         owner: String::new(),
         last_error: String::new(),
         last_branch: String::new(),
+        trace: None,
         branches: Vec::new(),
     };
     let mut epoch = 0;
@@ -266,6 +272,7 @@ pub fn decode_trans(
             "result" => t.result = value,
             "last_error" => t.last_error = value,
             "last_branch" => t.last_branch = value,
+            "trace" => t.trace = Some(TraceContext::decode(&value)),
             _ => {}
         }
     }

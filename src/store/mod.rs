@@ -49,8 +49,10 @@ impl Store {
     /// its count and latency under the script's label.
     async fn eval(&self, inv: &scripts::Invocation<'_>) -> Result<Value, StoreError> {
         let started = std::time::Instant::now();
+        let span = crate::otel::script(inv.of.label);
         let mut conn = self.conn.clone();
         let reply = inv.redis().invoke_async(&mut conn).await;
+        crate::otel::script_ended(span, reply.is_ok());
         crate::telemetry::script(inv.of.label, reply.is_ok(), started.elapsed());
         Ok(reply?)
     }

@@ -30,8 +30,8 @@ use busi::BusiReq;
 /// One call the business service received.
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
-    method: String,
-    meta: HashMap<String, String>,
+    pub(crate) method: String,
+    pub(crate) meta: HashMap<String, String>,
     amount: i64,
 }
 
@@ -184,7 +184,7 @@ pub(crate) fn transfer(gid: &str, addr: &str, amount: i64) -> DtmRequest {
     }
 }
 
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {
         assert!(Instant::now() < deadline, "never: {what}");

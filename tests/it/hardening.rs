@@ -329,6 +329,7 @@ async fn every_api_event_follows_the_transition_table() {
                         owner: String::new(),
                         last_error: String::new(),
                         last_branch: String::new(),
+                        trace: None,
                         branches: Vec::new(),
                     };
                     for op in [

@@ -25,5 +25,6 @@ mod security;
 mod structure;
 mod support;
 mod topics;
+mod tracing;
 mod two_phase;
 mod workflow;
