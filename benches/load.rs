@@ -100,6 +100,70 @@ fn start_dtmrs(bin: &str, redis: &RedisServer) -> (Proc, String) {
     )
 }
 
+/// An OTLP/HTTP collector that counts the spans it is sent and keeps
+/// nothing, as a child process of this binary (`--otel`: its CPU is
+/// counted apart).
+struct Sink {
+    proc: Proc,
+    base: String,
+}
+
+impl Sink {
+    fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["otlp-sink", &port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_port(port);
+        Self {
+            proc: Proc::other("otlp", child),
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn spans(&self) -> u64 {
+        let reply = reqwest::get(format!("{}/spans", self.base)).await.unwrap();
+        reply.text().await.unwrap().trim().parse().unwrap_or(0)
+    }
+}
+
+async fn otlp_sink(port: u16) {
+    use prost::Message as _;
+    let spans = Arc::new(AtomicU64::new(0));
+    let count = spans.clone();
+    let app = axum::Router::new()
+        .route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+                let n = ExportTraceServiceRequest::decode(body.as_ref())
+                    .map(|r| {
+                        r.resource_spans
+                            .iter()
+                            .flat_map(|r| &r.scope_spans)
+                            .map(|s| s.spans.len() as u64)
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                count.fetch_add(n, Ordering::Relaxed);
+                async { "" }
+            }),
+        )
+        .route(
+            "/spans",
+            axum::routing::get(move || {
+                let n = spans.load(Ordering::Relaxed);
+                async move { n.to_string() }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    axum::serve(listener, app).await.unwrap();
+}
+
 /// The branch service, as a child process of this binary: HTTP on
 /// `base`, the same over gRPC (`busi.Busi`) on `grpc`.
 struct Branches {
@@ -680,6 +744,7 @@ struct Opts {
     rate: Option<f64>,
     aof: bool,
     count: u64,
+    otel: bool,
 }
 
 /// Checks the branch calls of a run: each listed path was called exactly
@@ -742,13 +807,20 @@ async fn workload_on(name: &str, kind: Kind, replicas: usize, o: &Opts, peer: Op
         let waiters = Waiters::default();
         let notify = waiters.listen();
         let b = Branches::start(notify, None);
+        // --otel: dtx exports its spans to a sink of the harness's
+        let sink = (o.otel && peer.is_none()).then(Sink::start);
+        let endpoint = sink.as_ref().map(|s| s.base.clone()).unwrap_or_default();
         let mut dtxs = Vec::new();
         let mut grpc_targets = Vec::new();
         for _ in 0..replicas {
             let grpc_port = free_port().to_string();
+            let env = [
+                ("DTX_GRPC_PORT", grpc_port.as_str()),
+                ("DTX_OTEL_ENDPOINT", endpoint.as_str()),
+            ];
             dtxs.push(match peer {
                 Some(bin) => start_dtmrs(bin, &redis),
-                None => start_dtx(&redis, &[("DTX_GRPC_PORT", &grpc_port)]),
+                None => start_dtx(&redis, &env),
             });
             grpc_targets.push(format!("http://127.0.0.1:{grpc_port}"));
         }
@@ -780,6 +852,13 @@ async fn workload_on(name: &str, kind: Kind, replicas: usize, o: &Opts, peer: Op
         for (p, _) in &dtxs {
             procs.push((p.name, p.pid));
         }
+        if let Some(s) = &sink {
+            procs.push((s.proc.name, s.proc.pid));
+        }
+        let spans0 = match &sink {
+            Some(s) => s.spans().await,
+            None => 0,
+        };
         let cpu = Cpu::take(&procs);
         let tag = format!("{name}c{conc}");
         let mut run = match o.rate {
@@ -797,6 +876,15 @@ async fn workload_on(name: &str, kind: Kind, replicas: usize, o: &Opts, peer: Op
             None => format!("{name} c{conc} x{replicas}"),
         };
         print(&mut run, &cpu, Some(scripts), Some(mem));
+        if let Some(s) = &sink {
+            // the batch thread sends every 5 s; what arrived so far
+            tokio::time::sleep(Duration::from_millis(5500)).await;
+            let spans = s.spans().await - spans0;
+            eprintln!(
+                "  otel: {spans} spans exported, {:.1} per transaction",
+                spans as f64 / run.done.max(1) as f64
+            );
+        }
         // correctness: every acknowledged transaction final, exact branch calls
         let n = run.done;
         let stats = b.stats(&reqwest::Client::new()).await;
@@ -1119,6 +1207,7 @@ fn parse_opts(args: &[String]) -> Opts {
         rate: None,
         aof: false,
         count: 100_000,
+        otel: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -1128,6 +1217,7 @@ fn parse_opts(args: &[String]) -> Opts {
             "--secs" => o.secs = val().parse().unwrap_or(10.0),
             "--rate" => o.rate = val().parse().ok(),
             "--aof" => o.aof = true,
+            "--otel" => o.otel = true,
             "--count" => o.count = val().parse().unwrap_or(100_000),
             _ => {}
         }
@@ -1144,6 +1234,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if args.first().map(String::as_str) == Some("otlp-sink") {
+        rt.block_on(otlp_sink(args[1].parse().unwrap()));
+        return;
+    }
     if args.first().map(String::as_str) == Some("branch-service") {
         let port = args[1].parse().unwrap();
         let notify = args[2].parse().unwrap();
@@ -1196,7 +1290,7 @@ fn main() {
             }
         }
         if which == "help" {
-            eprintln!("usage: cargo bench --bench load -- <w0|w1|w1-grpc|w2|w3|w4|w5|w6|fanout|redis|dtmrs|all> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N]");
+            eprintln!("usage: cargo bench --bench load -- <w0|w1|w1-grpc|w2|w3|w4|w5|w6|fanout|redis|dtmrs|all> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N] [--otel]");
         }
     });
 }
