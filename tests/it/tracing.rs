@@ -122,6 +122,19 @@ async fn a_callers_trace_context_reaches_every_branch_call_check_back_and_call_b
     .await;
     assert_eq!(trace_headers(&b, &g, "resume")[0], (Some(p4), None));
 
+    // JSON-RPC: the context comes in the HTTP request's headers
+    let g = gid("trace-jsonrpc");
+    let mut params = saga_body(&g, &b);
+    params["wait_result"] = json!(true);
+    let rpc = json!({"jsonrpc": "2.0", "id": "1", "method": "submit", "params": params});
+    let p5 = parent("5555555555555555");
+    let root = base.trim_end_matches("/dtmsvr");
+    assert_eq!(
+        post_with(root, "json-rpc", &rpc, &[("traceparent", &p5)]).await,
+        200
+    );
+    assert_eq!(trace_headers(&b, &g, "a2"), [(Some(p5), None)]);
+
     // an invalid traceparent is ignored (W3C), never forwarded
     let g = gid("trace-invalid");
     let mut body = saga_body(&g, &b);
@@ -236,6 +249,7 @@ async fn exported_spans_make_one_tree_per_saga_under_the_callers_span() {
     let port = free_port();
     let collector = Collector::start(port).await;
     let endpoint = format!("http://127.0.0.1:{port}");
+    let grpc_port = free_port().to_string();
     let mut dtx = start_dtx(
         &redis,
         "otel",
@@ -243,6 +257,7 @@ async fn exported_spans_make_one_tree_per_saga_under_the_callers_span() {
             ("DTX_OTEL_ENDPOINT", &endpoint),
             ("DTX_OTEL_SERVICE_NAME", "dtx-test"),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("DTX_GRPC_PORT", &grpc_port),
         ],
     );
     let caller = "00f067aa0ba902b7";
@@ -252,6 +267,19 @@ async fn exported_spans_make_one_tree_per_saga_under_the_callers_span() {
     let tp = parent(caller);
     let status = post_with(&dtx.base, "submit", &body, &[("traceparent", &tp)]).await;
     assert_eq!(status, 200, "{}", dtx.log());
+    // and one over gRPC, to gRPC branches
+    let (busi, addr) = Busi::start().await;
+    let grpc_caller = "00000000000000aa";
+    let grpc_gid = gid("otel-grpc");
+    let mut req = tonic::Request::new(transfer(&grpc_gid, &addr, 5));
+    let grpc_tp = parent(grpc_caller);
+    req.metadata_mut()
+        .insert("traceparent", grpc_tp.parse().unwrap());
+    let mut client =
+        dtx::grpc::pb::dtm_client::DtmClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+            .await
+            .unwrap();
+    client.submit(req).await.unwrap();
     // stopping flushes what is queued
     dtx.sigterm();
     assert!(dtx.wait().success(), "{}", dtx.log());
@@ -263,14 +291,23 @@ async fn exported_spans_make_one_tree_per_saga_under_the_callers_span() {
     assert_eq!(api.trace, TRACE, "the caller's trace");
     assert_eq!(api.parent, caller, "a child of the caller's span");
     assert_eq!(api.attrs["http.response.status_code"], "200");
-    let pass = find("pass saga");
-    assert_eq!(pass.len(), 1, "{spans:#?}");
-    let pass = pass[0];
+    let passes = find("pass saga");
+    assert_eq!(passes.len(), 2, "{spans:#?}");
+    let by_gid = |g: &str| {
+        *passes
+            .iter()
+            .find(|s| s.attrs["dtx.gid"] == g)
+            .expect("a pass of each saga")
+    };
+    let pass = by_gid(&g);
     assert_eq!(pass.trace, TRACE);
     assert_eq!(pass.parent, api.id, "the pass runs under the submit");
     assert_eq!(pass.attrs["dtx.gid"], g);
     assert_eq!(pass.attrs["dtx.final_status"], "succeed");
-    let branches = find("branch action");
+    let branches: Vec<&Span> = find("branch action")
+        .into_iter()
+        .filter(|s| s.attrs["dtx.gid"] == g)
+        .collect();
     assert_eq!(branches.len(), 2, "{spans:#?}");
     let mut ids = Vec::new();
     for (span, (id, path)) in branches.iter().zip([("01", "a1"), ("02", "a2")]) {
@@ -308,8 +345,26 @@ async fn exported_spans_make_one_tree_per_saga_under_the_callers_span() {
             .any(|s| s.parent == pass.id && s.attrs["dtx.script"] == "record"),
         "{scripts:#?}"
     );
+    // over gRPC: the call's span is a child of the metadata's parent, the
+    // pass of the call, and each gRPC branch gets its call's span
+    let call = find("gRPC /dtmgimp.Dtm/Submit");
+    assert_eq!(call.len(), 1, "{spans:#?}");
+    assert_eq!(call[0].parent, grpc_caller);
+    let grpc_pass = by_gid(&grpc_gid);
+    assert_eq!(grpc_pass.parent, call[0].id);
+    let grpc_branches: Vec<String> = find("branch action")
+        .into_iter()
+        .filter(|s| s.attrs["dtx.gid"] == grpc_gid && s.parent == grpc_pass.id)
+        .map(|s| parent(&s.id))
+        .collect();
+    let sent: Vec<String> = busi
+        .calls_for(&grpc_gid)
+        .iter()
+        .map(|c| c.meta["traceparent"].clone())
+        .collect();
+    assert_eq!(sent, grpc_branches);
     assert!(
         spans.iter().all(|s| s.trace == TRACE),
-        "nothing of this saga starts a trace of its own: {spans:#?}"
+        "nothing of these sagas starts a trace of its own: {spans:#?}"
     );
 }
