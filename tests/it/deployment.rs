@@ -14,6 +14,8 @@ use serde_json::Value;
 use crate::support::{free_port, gid, running, saga_body, Branches, Reply};
 
 const SAGAS: usize = 2000;
+/// Sagas sent over gRPC through the balancer after the HTTP ones.
+const GRPC_SAGAS: usize = 20;
 const TOKEN: &str = "deploy-full-token";
 
 fn repo() -> &'static Path {
@@ -26,6 +28,8 @@ struct Deployment {
     dir: PathBuf,
     env: Vec<(String, String)>,
     lb: String,
+    /// The balancer's gRPC (h2) URL.
+    lb_grpc: String,
     prom: String,
     replica_ports: Vec<u16>,
 }
@@ -39,13 +43,13 @@ impl Deployment {
         ));
         let replica_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let grpc: Vec<String> = (0..3).map(|_| free_port().to_string()).collect();
-        let (lb, prom) = (free_port(), free_port());
+        let (lb, lb_grpc, prom) = (free_port(), free_port(), free_port());
         let list = |p: &[String]| p.join(" ");
         let mut env: Vec<(String, String)> = vec![
             ("DEPLOY_DIR".into(), dir.display().to_string()),
             ("DEPLOY_DTX_BIN".into(), env!("CARGO_BIN_EXE_dtx").into()),
             ("DEPLOY_LB_PORT".into(), lb.to_string()),
-            ("DEPLOY_LB_GRPC_PORT".into(), free_port().to_string()),
+            ("DEPLOY_LB_GRPC_PORT".into(), lb_grpc.to_string()),
             ("DEPLOY_STATS_PORT".into(), free_port().to_string()),
             ("DEPLOY_PROM_PORT".into(), prom.to_string()),
             ("DEPLOY_REDIS_PORT".into(), free_port().to_string()),
@@ -60,6 +64,7 @@ impl Deployment {
             dir,
             env,
             lb: format!("http://127.0.0.1:{lb}"),
+            lb_grpc: format!("http://127.0.0.1:{lb_grpc}"),
             prom: format!("http://127.0.0.1:{prom}"),
             replica_ports,
         };
@@ -424,6 +429,50 @@ async fn sagas_through_the_balancer_survive_a_replica_stop_and_prometheus_counts
         .filter_map(|a| a["metric"]["instance"].as_str())
         .collect();
     assert_eq!(instances, [dtx2.as_str()], "only dtx2 is down: {down:?}");
+
+    // gRPC goes through the balancer's h2 frontend to the live replicas,
+    // with the token as metadata
+    let channel = tonic::transport::Channel::from_shared(d.lb_grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .expect("the balancer's gRPC port answers");
+    let mut client = dtx::grpc::pb::dtm_client::DtmClient::new(channel);
+    for i in 0..GRPC_SAGAS {
+        let g = gid(&format!("lb-grpc{i}"));
+        let body = saga_body(&g, &b);
+        let mut req = tonic::Request::new(dtx::grpc::pb::DtmRequest {
+            gid: g.clone(),
+            trans_type: "saga".into(),
+            trans_options: Some(dtx::grpc::pb::DtmTransOptions {
+                wait_result: true,
+                ..Default::default()
+            }),
+            steps: body["steps"].to_string(),
+            bin_payloads: vec![b"{}".to_vec(), b"{}".to_vec()],
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        client
+            .submit(req)
+            .await
+            .unwrap_or_else(|e| panic!("gRPC saga {i} through the balancer: {e:?}"));
+        assert_eq!(b.paths_for(&g), ["a1", "a2"], "{g}");
+    }
+    let unauthorized = client
+        .submit(dtx::grpc::pb::DtmRequest {
+            gid: gid("lb-grpc-no-token"),
+            trans_type: "saga".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unauthorized.code(),
+        tonic::Code::Unauthenticated,
+        "the replica's answer comes back through the balancer"
+    );
 
     // down stops everything up started, and status says so
     let pids: Vec<u32> = ["dtx1", "dtx3", "haproxy", "prometheus", "redis"]
