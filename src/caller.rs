@@ -300,8 +300,10 @@ impl Caller {
         trace: Option<&TraceContext>,
     ) -> Outcome {
         let timeout = self.timeout_of(t);
+        // the gRPC and etcd calls are boxed: inline, their state would make
+        // every HTTP call's future (and each pass's) kilobytes larger
         if req.url.starts_with("etcd://") {
-            return self.send_etcd(t, req, timeout, trace).await;
+            return Box::pin(self.send_etcd(t, req, timeout, trace)).await;
         }
         if !self.allow.allows(req.url) {
             return Outcome::Unknown(format!(
@@ -314,10 +316,10 @@ impl Caller {
                 return Outcome::Unknown("branch call limiter closed".into());
             };
             let body = req.body.to_vec();
-            return self
+            let call = self
                 .grpc
-                .call(t, &target, (req.branch_id, req.op), body, timeout, trace)
-                .await;
+                .call(t, &target, (req.branch_id, req.op), body, timeout, trace);
+            return Box::pin(call).await;
         }
         let mut url = match url::Url::parse(req.url) {
             Ok(u) => u,

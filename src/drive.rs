@@ -280,14 +280,16 @@ impl Pass<'_> {
                     }
                 }
                 Plan::Resume(resume) => {
-                    let callback = self.engine.caller.workflow_callback(&self.t, &resume);
+                    // boxed, as the check-back below: a call inlined here
+                    // would enlarge every pass's future, msg or not
+                    let callback = Box::pin(self.engine.caller.workflow_callback(&self.t, &resume));
                     let outcome = self.lease.hold(self.engine, &self.t, callback).await?;
                     debug!(gid = %self.t.gid, outcome = ?outcome, "workflow called back");
                     self.unanswered(outcome, self.t.query_prepared.clone(), "00:callback");
                     return self.wait_for_retry(true).await;
                 }
                 Plan::CheckBack => {
-                    let check = self.engine.caller.check_back(&self.t);
+                    let check = Box::pin(self.engine.caller.check_back(&self.t));
                     let outcome = self.lease.hold(self.engine, &self.t, check).await?;
                     match after_check_back(&outcome) {
                         AfterCheckBack::Move(event) => {
