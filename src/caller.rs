@@ -21,8 +21,8 @@ use crate::domain::{
 };
 use crate::{otel, telemetry};
 
-/// Longest part of a branch reply kept as a failure reason, bytes.
-const MAX_REASON: usize = 1024;
+use classify::truncate;
+pub use classify::{classify, classify_rpc};
 
 /// Hosts with a permit pool of their own kept at most; pools of idle
 /// hosts are dropped beyond this.
@@ -487,69 +487,7 @@ fn rpc_body(t: &Trans, req: &BranchRequest<'_>, method: &str) -> Result<String, 
     )
 }
 
-/// A JSON-RPC reply that passed the HTTP rules: its `error` member decides
-/// (-32901 FAILURE, -32902 ONGOING, anything else an error to retry).
-/// dtm compares these codes wrongly and never sees them; dtx does.
-pub fn classify_rpc(url: &str, body: &str) -> Outcome {
-    let reply: serde_json::Value = match serde_json::from_str(body) {
-        Ok(v) => v,
-        Err(_) => return Outcome::Unknown(format!("url:{url} answered no JSON-RPC reply")),
-    };
-    match reply.get("error") {
-        None | Some(serde_json::Value::Null) => Outcome::Succeeded,
-        Some(e) => {
-            let message = e
-                .get("message")
-                .and_then(|m| m.as_str())
-                .unwrap_or_default();
-            match e.get("code").and_then(serde_json::Value::as_i64) {
-                Some(-32901) => Outcome::Failed(format!(
-                    "url:{url} return failed: {} FAILURE",
-                    truncate(message)
-                )),
-                Some(-32902) => Outcome::Ongoing,
-                _ => Outcome::Unknown(format!(
-                    "url:{url} json-rpc error: {}",
-                    truncate(&e.to_string())
-                )),
-            }
-        }
-    }
-}
-
-/// Classifies a branch reply, in the order of contract §2.2: 425 or a body
-/// mentioning ONGOING is ongoing; 409 or a body mentioning FAILURE is a
-/// failure; any other status outside 2xx is an unknown outcome; 2xx is
-/// success (dtm's client counts any status below 400 as no error).
-pub fn classify(url: &str, status: u16, body: &str) -> Outcome {
-    if status == 425 || body.contains("ONGOING") {
-        Outcome::Ongoing
-    } else if status == 409 || body.contains("FAILURE") {
-        Outcome::Failed(format!(
-            "url:{url} return failed: {} FAILURE",
-            truncate(body.trim())
-        ))
-    } else if (200..300).contains(&status) {
-        Outcome::Succeeded
-    } else {
-        Outcome::Unknown(format!(
-            "url:{url} status {status}: {}",
-            truncate(body.trim())
-        ))
-    }
-}
-
-fn truncate(s: &str) -> &str {
-    if s.len() <= MAX_REASON {
-        return s;
-    }
-    let mut end = MAX_REASON;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
+mod classify;
 mod grpc;
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use proptest::prelude::*;
 
+use super::classify::MAX_REASON;
 use super::*;
 
 /// Bodies with and without the keywords, anywhere, in any text.

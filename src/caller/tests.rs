@@ -1,5 +1,6 @@
 //! Unit tests of `src/caller.rs`.
 
+use super::classify::MAX_REASON;
 use super::*;
 
 #[test]
