@@ -38,6 +38,9 @@ const TRACESTATE: &str = "tracestate";
 /// propagated; a longer one is dropped (the `traceparent` is kept).
 pub const MAX_TRACESTATE: usize = 512;
 
+/// Longest a stopping replica waits for its last spans to be sent.
+pub const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process's tracer, when spans are exported.
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
@@ -47,10 +50,10 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// Flushes the queued spans and stops the export thread (blocking: run
-    /// it off the runtime's workers).
+    /// Flushes the queued spans and stops the export thread, waiting at
+    /// most [`SHUTDOWN_WAIT`] (blocking: run it off the runtime's workers).
     pub fn shutdown(self) {
-        if let Err(e) = self.provider.shutdown() {
+        if let Err(e) = self.provider.shutdown_with_timeout(SHUTDOWN_WAIT) {
             tracing::warn!(error = %e, "span export did not shut down cleanly");
         }
     }
