@@ -1093,6 +1093,119 @@ async fn redis_ceiling(o: &Opts) {
 /// W5: `count` sagas left due while the branch service is down; then it
 /// comes back and every one is made due at once: how fast do the replicas
 /// drain them?
+/// p99 of `script`'s latency in dtx's histogram between two renderings of
+/// `/api/metrics`, in ms (the upper bound of the bucket it falls in).
+fn script_p99(before: &str, after: &str, script: &str) -> f64 {
+    let buckets = |text: &str| -> Vec<(f64, f64)> {
+        let prefix = "dtx_redis_script_duration_seconds_bucket{";
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(&format!("script=\"{script}\"")))
+            .filter_map(|l| {
+                let le = l.split("le=\"").nth(1)?.split('"').next()?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                let n: f64 = l.rsplit(' ').next()?.parse().ok()?;
+                Some((le, n))
+            })
+            .collect()
+    };
+    let (b0, b1) = (buckets(before), buckets(after));
+    let delta: Vec<(f64, f64)> = b1
+        .iter()
+        .map(|(le, n)| {
+            let was = b0.iter().find(|(l, _)| l == le).map_or(0.0, |(_, n)| *n);
+            (*le, n - was)
+        })
+        .collect();
+    let total = delta.last().map_or(0.0, |(_, n)| *n);
+    delta
+        .iter()
+        .find(|(_, n)| *n >= total * 0.99)
+        .map_or(f64::NAN, |(le, _)| le * 1000.0)
+}
+
+/// W1 c100 with and without continuous large reads beside it: the `query`
+/// of a 1,000-step saga (about 1 MB of JSON) and `all?limit=100`, from 4
+/// readers. Reports the hot path's script latency p99 (`create_trans`,
+/// `record`) in both.
+async fn reads_beside_load(o: &Opts) {
+    for readers in [0usize, 4] {
+        let redis = start_redis(false);
+        let waiters = Waiters::default();
+        let notify = waiters.listen();
+        let b = Branches::start(notify, None);
+        let (dtx, base) = start_dtx(&redis, &[]);
+        let http = reqwest::Client::new();
+        let steps: Vec<Value> = (0..1000)
+            .map(|_| json!({"action": "", "compensate": ""}))
+            .collect();
+        let payloads: Vec<String> = (0..1000)
+            .map(|i| format!("{{\"pad\":\"{}\"}}", "x".repeat(800 + i % 7)))
+            .collect();
+        let big = json!({"gid": "big", "trans_type": "saga", "wait_result": true, "steps": steps, "payloads": payloads});
+        let r = http
+            .post(format!("{base}/submit"))
+            .json(&big)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "the big saga: {}",
+            r.text().await.unwrap_or_default()
+        );
+        let targets = vec![base.clone()];
+        closed(Kind::W1, 8, 0.5, &targets, &b.base, &waiters, "warm").await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let read_bytes = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for r in 0..readers {
+            let (http, base, stop, read_bytes) =
+                (http.clone(), base.clone(), stop.clone(), read_bytes.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let url = if (i + r) % 2 == 0 {
+                        format!("{base}/query?gid=big")
+                    } else {
+                        format!("{base}/all?limit=100")
+                    };
+                    i += 1;
+                    if let Ok(resp) = http.get(url).send().await {
+                        let n = resp.bytes().await.map(|b| b.len()).unwrap_or(0);
+                        read_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        let metrics = |http: reqwest::Client, url: String| async move {
+            http.get(url).send().await.unwrap().text().await.unwrap()
+        };
+        let root = base.trim_end_matches("/api/dtmsvr").to_owned();
+        let m0 = metrics(http.clone(), format!("{root}/api/metrics")).await;
+        let tag = format!("reads{readers}");
+        let mut run = closed(Kind::W1, 100, o.secs, &targets, &b.base, &waiters, &tag).await;
+        let m1 = metrics(http.clone(), format!("{root}/api/metrics")).await;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+        run.name = format!("w1 c100 beside {readers} large readers");
+        print(&mut run, &[], None, None);
+        eprintln!(
+            "  script p99: create_trans {:.1} ms, record {:.1} ms; read {:.0} MB/s",
+            script_p99(&m0, &m1, "create_trans"),
+            script_p99(&m0, &m1, "record"),
+            read_bytes.load(Ordering::Relaxed) as f64 / o.secs / 1e6
+        );
+        drop(dtx);
+        drop(b);
+    }
+}
+
 async fn recovery(o: &Opts, replicas: usize) {
     let redis = start_redis(o.aof);
     let waiters = Waiters::default();
@@ -1277,6 +1390,9 @@ fn main() {
         if all || which == "w6" {
             workload("w6", Kind::W1, 2, &o).await;
         }
+        if all || which == "reads" {
+            reads_beside_load(&o).await;
+        }
         if all || which == "w5" {
             recovery(&o, 1).await;
         }
@@ -1290,7 +1406,7 @@ fn main() {
             }
         }
         if which == "help" {
-            eprintln!("usage: cargo bench --bench load -- <w0|w1|w1-grpc|w2|w3|w4|w5|w6|fanout|redis|dtmrs|all> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N] [--otel]");
+            eprintln!("usage: cargo bench --bench load -- <w0|w1|w1-grpc|w2|w3|w4|w5|w6|reads|fanout|redis|dtmrs|all> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N] [--otel]");
         }
     });
 }

@@ -116,6 +116,8 @@ pub struct RedisSettings {
     pub connect_timeout_ms: u64,
     /// Reply timeout, ms.
     pub response_timeout_ms: u64,
+    /// Pooled connections for large reads, apart from the hot path's.
+    pub read_pool_size: usize,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -126,6 +128,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("shards", &self.shards)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("response_timeout_ms", &self.response_timeout_ms)
+            .field("read_pool_size", &self.read_pool_size)
             .finish()
     }
 }
@@ -339,6 +342,9 @@ impl Settings {
         }
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
             return bad("redis.key_prefix must be non-empty and must not contain '{' or '}'");
+        }
+        if !(1..=256).contains(&self.redis.read_pool_size) {
+            return bad("redis.read_pool_size must be between 1 and 256");
         }
         if self.scheduler.lease_ms < 500 {
             return bad("scheduler.lease_ms must be at least 500");

@@ -67,10 +67,13 @@ impl Store {
             .map(|m| m.to_string())
             .unwrap_or_else(|| "-inf".into());
         let upper = filter.created_to_ms;
+        // one connection of the read pool, its shard reads pipelined
+        let pooled = self.read_conn().await?;
+        let shared: &redis::aio::MultiplexedConnection = &pooled;
         let reads = (0..self.keys.shards()).map(|shard| {
             let key = self.keys.created(shard);
             let min = min.clone();
-            let mut conn = self.conn.clone();
+            let mut conn = shared.clone();
             async move {
                 let mut out: Vec<(String, u64)> = Vec::new();
                 // entries at the boundary's own millisecond with a smaller gid

@@ -2,9 +2,14 @@
 //! wrapper per Lua file (same name), every reply decoded into a typed
 //! outcome.
 //!
-//! Commands go over one shared multiplexed connection
+//! The hot path's commands (the scripts that create, move and record
+//! transactions) go over one shared multiplexed connection
 //! (`ConnectionManager`), which pipelines concurrent calls and reconnects
-//! by itself after Redis restarts or the connection drops.
+//! by itself after Redis restarts or the connection drops. Large reads
+//! (a query, a listing, the console's lists, KV scans, claims) take a
+//! connection of a small pool of their own (`redis.read_pool_size`,
+//! deadpool-redis), so a big reply never holds up the scripts queued
+//! behind it on the shared connection.
 
 pub mod codec;
 mod error;
@@ -31,6 +36,7 @@ pub use types::{
 #[derive(Clone)]
 pub struct Store {
     conn: ConnectionManager,
+    reads: deadpool_redis::Pool,
     keys: Keys,
     scripts: Arc<Scripts>,
     finished_ttl_ms: u64,
@@ -48,13 +54,33 @@ impl Store {
     /// Runs one script by SHA (reloading it if Redis lost it), recording
     /// its count and latency under the script's label.
     async fn eval(&self, inv: &scripts::Invocation<'_>) -> Result<Value, StoreError> {
+        self.eval_on(&mut self.conn.clone(), inv).await
+    }
+
+    /// [`Store::eval`] on `conn`.
+    async fn eval_on(
+        &self,
+        conn: &mut impl redis::aio::ConnectionLike,
+        inv: &scripts::Invocation<'_>,
+    ) -> Result<Value, StoreError> {
         let started = std::time::Instant::now();
         let span = crate::otel::script(inv.of.label);
-        let mut conn = self.conn.clone();
-        let reply = inv.redis().invoke_async(&mut conn).await;
+        let reply = inv.redis().invoke_async(conn).await;
         crate::otel::script_ended(span, reply.is_ok());
         crate::telemetry::script(inv.of.label, reply.is_ok(), started.elapsed());
         Ok(reply?)
+    }
+
+    /// A connection of the large reads' pool.
+    async fn read_conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        use deadpool_redis::PoolError;
+        self.reads.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => e.into(),
+            PoolError::Timeout(_) => {
+                StoreError::Timeout("no connection of the read pool came free".into())
+            }
+            other => StoreError::Unavailable(other.to_string()),
+        })
     }
 
     /// The key layout.

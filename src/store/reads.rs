@@ -17,7 +17,7 @@ impl Store {
         shard: u32,
         now_ms: u64,
     ) -> Result<(u64, Option<u64>), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.read_conn().await?;
         let (count, head): (u64, Vec<(String, f64)>) = redis::pipe()
             .cmd("ZCOUNT")
             .arg(self.keys.due(shard))
@@ -40,7 +40,7 @@ impl Store {
     /// Reads one transaction (not a script: two reads in one pipeline).
     pub async fn load(&self, gid: &str) -> Result<Option<Trans>, StoreError> {
         let k = self.keys.trans(gid);
-        let mut conn = self.conn.clone();
+        let mut conn = self.read_conn().await?;
         let (trans, branches): (Value, Value) = redis::pipe()
             .cmd("HGETALL")
             .arg(&k.trans)
@@ -97,7 +97,7 @@ impl Store {
         min_attempt: u32,
         per_shard: usize,
     ) -> Result<Vec<(Trans, u64)>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.read_conn().await?;
         let mut due = Vec::new();
         for shard in 0..self.keys.shards() {
             let head: Vec<(String, f64)> = redis::cmd("ZRANGE")
@@ -151,7 +151,7 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<KvEntry>, bool), StoreError> {
         let (data, keys) = self.keys.kv(cat);
-        let mut conn = self.conn.clone();
+        let mut conn = self.read_conn().await?;
         let start = if after.is_empty() {
             "-".to_owned()
         } else {
@@ -192,7 +192,7 @@ impl Store {
         &self,
         per_shard: usize,
     ) -> Result<Vec<(String, u64, String)>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.read_conn().await?;
         let mut out = Vec::new();
         for shard in 0..self.keys.shards() {
             let (_, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")

@@ -76,11 +76,33 @@ impl Store {
                 configured: settings.shards,
             });
         }
+        let reads = read_pool(settings).map_err(|error| StartError::Connect {
+            url: url.clone(),
+            error,
+        })?;
         Ok(Self {
             conn,
+            reads,
             keys,
             scripts: Arc::new(scripts),
             finished_ttl_ms: finished_ttl_s * 1000,
         })
     }
+}
+
+/// The large reads' pool: `read_pool_size` connections, opened when first
+/// needed, with the hot path's timeouts; a caller waits at most the
+/// response timeout for one to come free.
+fn read_pool(settings: &RedisSettings) -> Result<deadpool_redis::Pool, String> {
+    let timeouts = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
+        .set_response_timeout(Some(Duration::from_millis(settings.response_timeout_ms)));
+    let manager = deadpool_redis::Manager::new_with_config(settings.url.as_str(), timeouts)
+        .map_err(|e| e.to_string())?;
+    deadpool_redis::Pool::builder(manager)
+        .max_size(settings.read_pool_size)
+        .wait_timeout(Some(Duration::from_millis(settings.response_timeout_ms)))
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .build()
+        .map_err(|e| e.to_string())
 }

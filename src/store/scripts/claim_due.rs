@@ -16,7 +16,9 @@ impl Store {
         limit: usize,
     ) -> Result<Claim, StoreError> {
         let due_key = self.keys.due(shard);
-        let mut conn = self.conn.clone();
+        // a claim reads up to `limit` entries and may lease as many: it
+        // runs on a connection of the read pool, not the hot path's
+        let mut conn = self.read_conn().await?;
         let head: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(&due_key)
             .arg(0)
@@ -44,7 +46,7 @@ impl Store {
         for gid in &candidates {
             inv.arg(*gid);
         }
-        let reply = self.eval(&inv).await?;
+        let reply = self.eval_on(&mut conn, &inv).await?;
         let (code, rest) = split_reply(&reply)?;
         if code != ScriptCode::Ok {
             return Err(unexpected(inv.of.name, code));
