@@ -118,6 +118,11 @@ pub struct RedisSettings {
     pub response_timeout_ms: u64,
     /// Pooled connections for large reads, apart from the hot path's.
     pub read_pool_size: usize,
+    /// Replicas that must confirm a create or submit before it is
+    /// acknowledged (`WAIT`); 0: none.
+    pub min_replicas_ack: u32,
+    /// How long that confirmation may take, ms.
+    pub ack_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -129,6 +134,8 @@ impl std::fmt::Debug for RedisSettings {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("response_timeout_ms", &self.response_timeout_ms)
             .field("read_pool_size", &self.read_pool_size)
+            .field("min_replicas_ack", &self.min_replicas_ack)
+            .field("ack_timeout_ms", &self.ack_timeout_ms)
             .finish()
     }
 }
@@ -342,6 +349,13 @@ impl Settings {
         }
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
             return bad("redis.key_prefix must be non-empty and must not contain '{' or '}'");
+        }
+        if self.redis.min_replicas_ack > 0
+            && !(1..self.redis.response_timeout_ms).contains(&self.redis.ack_timeout_ms)
+        {
+            return bad(
+                "redis.ack_timeout_ms must be positive and below redis.response_timeout_ms",
+            );
         }
         if !(1..=256).contains(&self.redis.read_pool_size) {
             return bad("redis.read_pool_size must be between 1 and 256");

@@ -53,6 +53,9 @@ impl From<StoreError> for ServiceError {
                 "Redis did not answer within redis.response_timeout_ms ({m}); a write may have been applied: repeat the call, which is safe"
             )),
             StoreError::NotFound => Self::NotFound("no such transaction".into()),
+            e @ StoreError::NotReplicated { .. } => Self::Unavailable(format!(
+                "written to the Redis primary but {e}: it is driven on, and would be lost only if the primary failed now; repeat the call, which is safe"
+            )),
             other => Self::Internal(other.to_string()),
         }
     }

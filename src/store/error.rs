@@ -51,6 +51,15 @@ pub enum StoreError {
         /// How many it holds now.
         held: u64,
     },
+    /// The write is on the primary, but fewer replicas than
+    /// `redis.min_replicas_ack` confirmed it in time.
+    #[error("confirmed by {acked} of {wanted} replicas within redis.ack_timeout_ms")]
+    NotReplicated {
+        /// Replicas that confirmed.
+        acked: u64,
+        /// Replicas asked for.
+        wanted: u32,
+    },
     /// A reply of the wrong shape.
     #[error(transparent)]
     Decode(#[from] DecodeError),

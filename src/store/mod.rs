@@ -40,6 +40,10 @@ pub struct Store {
     keys: Keys,
     scripts: Arc<Scripts>,
     finished_ttl_ms: u64,
+    /// Replicas that confirm an acknowledged create or submit, and how
+    /// long they may take, ms.
+    min_replicas_ack: u32,
+    ack_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -69,6 +73,29 @@ impl Store {
         crate::otel::script_ended(span, reply.is_ok());
         crate::telemetry::script(inv.of.label, reply.is_ok(), started.elapsed());
         Ok(reply?)
+    }
+
+    /// With `redis.min_replicas_ack` set, waits (`WAIT`) until that many
+    /// replicas have every write sent so far on the hot path's connection,
+    /// the caller's among them; fewer within `redis.ack_timeout_ms` is
+    /// [`StoreError::NotReplicated`].
+    async fn confirm(&self) -> Result<(), StoreError> {
+        if self.min_replicas_ack == 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let acked: u64 = redis::cmd("WAIT")
+            .arg(self.min_replicas_ack)
+            .arg(self.ack_timeout_ms)
+            .query_async(&mut conn)
+            .await?;
+        if acked < u64::from(self.min_replicas_ack) {
+            return Err(StoreError::NotReplicated {
+                acked,
+                wanted: self.min_replicas_ack,
+            });
+        }
+        Ok(())
     }
 
     /// A connection of the large reads' pool.

@@ -86,6 +86,8 @@ impl Store {
             keys,
             scripts: Arc::new(scripts),
             finished_ttl_ms: finished_ttl_s * 1000,
+            min_replicas_ack: settings.min_replicas_ack,
+            ack_timeout_ms: settings.ack_timeout_ms,
         })
     }
 }

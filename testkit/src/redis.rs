@@ -42,8 +42,28 @@ impl RedisServer {
 
     /// Starts one keeping its data as `persistence` says.
     pub fn start_with(persistence: Persistence) -> Self {
-        // a free port can be taken before redis-server binds it (by another
-        // test's outgoing connection, say): then it exits, and another is tried
+        Self::start_on_free_port(persistence, &[])
+    }
+
+    /// Starts a replica of `primary` (no persistence of its own) and waits
+    /// until its link to the primary is up.
+    pub fn start_replica_of(primary: &RedisServer) -> Self {
+        let port = primary.port.to_string();
+        let server =
+            Self::start_on_free_port(Persistence::None, &["--replicaof", "127.0.0.1", &port]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.info_text("replication", "master_link_status") != "up" {
+            assert!(Instant::now() < deadline, "the replica never synced");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// Starts one with `extra` arguments on a free port and a directory of
+    /// its own. A free port can be taken before redis-server binds it (by
+    /// another test's outgoing connection, say): then it exits, and another
+    /// is tried.
+    fn start_on_free_port(persistence: Persistence, extra: &[&str]) -> Self {
         for _ in 0..5 {
             let dir = std::env::temp_dir().join(format!(
                 "dtx-redis-{}-{}",
@@ -51,7 +71,7 @@ impl RedisServer {
                 fastrand::u64(..)
             ));
             std::fs::create_dir_all(&dir).unwrap();
-            if let Some(server) = Self::try_launch(persistence, free_port(), dir) {
+            if let Some(server) = Self::try_launch(persistence, free_port(), dir, extra) {
                 return server;
             }
         }
@@ -59,12 +79,17 @@ impl RedisServer {
     }
 
     fn launch(persistence: Persistence, port: u16, dir: PathBuf) -> Self {
-        Self::try_launch(persistence, port, dir)
+        Self::try_launch(persistence, port, dir, &[])
             .unwrap_or_else(|| panic!("redis-server on port {port} exited at start"))
     }
 
     /// Starts one on `port`; `None` if it exits before it answers.
-    fn try_launch(persistence: Persistence, port: u16, dir: PathBuf) -> Option<Self> {
+    fn try_launch(
+        persistence: Persistence,
+        port: u16,
+        dir: PathBuf,
+        extra: &[&str],
+    ) -> Option<Self> {
         let mut cmd = Command::new("redis-server");
         let fsync = match persistence {
             Persistence::None => None,
@@ -76,6 +101,7 @@ impl RedisServer {
             .arg(&dir)
             .args(dtx::dev::redis_server_args(fsync))
             .args(["--enable-debug-command", "local"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = cmd
@@ -151,14 +177,19 @@ impl RedisServer {
 
     /// The value of `key` in the `section` of `INFO` (0 when absent).
     pub fn info(&self, section: &str, key: &str) -> u64 {
+        self.info_text(section, key).parse().unwrap_or(0)
+    }
+
+    /// The text of `key` in the `section` of `INFO` (empty when absent).
+    pub fn info_text(&self, section: &str, key: &str) -> String {
         let info: String = redis::cmd("INFO")
             .arg(section)
             .query(&mut self.conn())
             .unwrap();
         info.lines()
             .find_map(|l| l.strip_prefix(&format!("{key}:")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
     }
 
     /// `EVALSHA` and `EVAL` calls so far.

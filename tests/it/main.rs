@@ -19,6 +19,7 @@ mod msg;
 mod operator_routes;
 mod properties;
 mod replicas;
+mod replication;
 mod saga;
 mod scheduler;
 mod security;

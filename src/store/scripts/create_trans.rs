@@ -6,7 +6,9 @@ use crate::store::{Created, Store, StoreError};
 
 impl Store {
     /// `lua/create_trans.lua`: stores `t` (its status, epoch and owner as
-    /// given), indexes it, and schedules it at `due_ms` when given.
+    /// given), indexes it, and schedules it at `due_ms` when given; with
+    /// `redis.min_replicas_ack` set, a new one is confirmed by the replicas
+    /// before this returns ([`StoreError::NotReplicated`] otherwise).
     pub async fn create_trans(
         &self,
         t: &Trans,
@@ -34,7 +36,12 @@ impl Store {
         let reply = self.eval(&inv).await?;
         let (code, rest) = split_reply(&reply)?;
         match code {
-            ScriptCode::Ok => Ok(Created::New),
+            ScriptCode::Ok => {
+                // not confirmed, it is still stored: its lease runs out
+                // and a claim drives it
+                self.confirm().await?;
+                Ok(Created::New)
+            }
             ScriptCode::Exists => {
                 let status = first_text(rest)?;
                 let kind = rest.get(1).map(text).transpose()?.unwrap_or_default();

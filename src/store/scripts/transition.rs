@@ -11,7 +11,8 @@ impl Store {
     /// the lease over (the epoch always moves on). With
     /// `mv.hold_until_ms` the caller holds the lease and drives the
     /// transaction; without, it is finished. Returns the transaction after
-    /// the change, leased at the new epoch.
+    /// the change, leased at the new epoch, once the replicas confirmed it
+    /// when `redis.min_replicas_ack` asks for that.
     pub async fn transition(&self, mv: &Move<'_>, at: Stamp<'_>) -> Result<Leased, StoreError> {
         let Move {
             gid,
@@ -51,6 +52,7 @@ impl Store {
                     return Err(DecodeError("transition: truncated reply".into()).into());
                 };
                 let (trans, _) = decode_trans(gid, trans, branches)?;
+                self.confirm().await?;
                 Ok(Leased {
                     trans,
                     epoch: int(epoch)? as u64,
