@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -113,15 +112,20 @@ impl Engine {
         let now = self.now_ms();
         let lease_until = now + self.lease_ms;
         self.run.earliest.store(u64::MAX, Ordering::Relaxed);
-        let shards = self.store.keys().shards();
-        let claims = join_all((0..shards).map(|shard| {
-            self.store
-                .claim_due(shard, now, lease_until, &self.owner, batch)
-        }))
-        .await;
         let mut outcome = TickOutcome {
             claimed: 0,
             more: false,
+        };
+        let claims = match self
+            .store
+            .claim_every_shard(now, lease_until, &self.owner, batch)
+            .await
+        {
+            Ok(claims) => claims,
+            Err(e) => {
+                warn!(error = %e, "claiming due transactions failed: no connection");
+                return outcome;
+            }
         };
         for (shard, claim) in claims.into_iter().enumerate() {
             match claim {

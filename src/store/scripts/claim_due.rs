@@ -15,16 +15,30 @@ impl Store {
         owner: &str,
         limit: usize,
     ) -> Result<Claim, StoreError> {
+        let pooled = self.read_conn().await?;
+        let mut conn: redis::aio::MultiplexedConnection = (*pooled).clone();
+        self.claim_on(&mut conn, shard, now_ms, lease_until_ms, owner, limit)
+            .await
+    }
+
+    /// The claim of one shard on `conn` (the wrapper proper: the lint
+    /// reads it with [`Store::claim_due`]).
+    async fn claim_on(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        shard: u32,
+        now_ms: u64,
+        lease_until_ms: u64,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Claim, StoreError> {
         let due_key = self.keys.due(shard);
-        // a claim reads up to `limit` entries and may lease as many: it
-        // runs on a connection of the read pool, not the hot path's
-        let mut conn = self.read_conn().await?;
         let head: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(&due_key)
             .arg(0)
             .arg(limit.max(1) as i64 - 1)
             .arg("WITHSCORES")
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
         let candidates: Vec<&str> = head
             .iter()
@@ -46,7 +60,7 @@ impl Store {
         for gid in &candidates {
             inv.arg(*gid);
         }
-        let reply = self.eval_on(&mut conn, &inv).await?;
+        let reply = self.eval_on(conn, &inv).await?;
         let (code, rest) = split_reply(&reply)?;
         if code != ScriptCode::Ok {
             return Err(unexpected(inv.of.name, code));
@@ -63,5 +77,28 @@ impl Store {
             leased,
             next_due: (next >= 0).then_some(next as u64),
         })
+    }
+
+    /// [`Store::claim_due`] for every shard at once, pipelined on one
+    /// connection of the read pool (a claim reads up to `limit` entries and
+    /// may lease as many: never on the hot path's connection); one result
+    /// per shard, in shard order.
+    pub async fn claim_every_shard(
+        &self,
+        now_ms: u64,
+        lease_until_ms: u64,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<Result<Claim, StoreError>>, StoreError> {
+        let pooled = self.read_conn().await?;
+        let shared: &redis::aio::MultiplexedConnection = &pooled;
+        let claims = (0..self.keys.shards()).map(|shard| {
+            let mut conn = shared.clone();
+            async move {
+                self.claim_on(&mut conn, shard, now_ms, lease_until_ms, owner, limit)
+                    .await
+            }
+        });
+        Ok(futures_util::future::join_all(claims).await)
     }
 }
