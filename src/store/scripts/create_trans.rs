@@ -37,8 +37,8 @@ impl Store {
         let (code, rest) = split_reply(&reply)?;
         match code {
             ScriptCode::Ok => {
-                // not confirmed, it is still stored: its lease runs out
-                // and a claim drives it
+                // unconfirmed, it is stored all the same and goes on as if
+                // acknowledged (a submitted one once its lease runs out)
                 self.confirm().await?;
                 Ok(Created::New)
             }
