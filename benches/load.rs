@@ -1128,7 +1128,7 @@ fn script_p99(before: &str, after: &str, script: &str) -> f64 {
 }
 
 /// W1 c100 with and without continuous large reads beside it: the `query`
-/// of a 1,000-step saga (about 1 MB of JSON) and `all?limit=100`, from 4
+/// of a 1,000-step saga (about 900 KB of JSON) and `all?limit=100`, from 4
 /// readers. Reports the hot path's script latency p99 (`create_trans`,
 /// `record`) in both.
 async fn reads_beside_load(o: &Opts) {
