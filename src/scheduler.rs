@@ -62,16 +62,22 @@ impl Engine {
         report
     }
 
-    /// Reads the claimed `gid` and drives it, in its own task. One that
-    /// cannot be decoded is set aside (listed in the console's attention
+    /// Drives the claimed `gid` as the sweep read it (`loaded`), in its own
+    /// task. One that cannot be decoded is set aside (listed in the console's attention
     /// list, counted in `dtx_trans_set_aside_total`); one that cannot be
     /// read now is claimed again when its lease ends.
-    fn spawn_claimed(self: &Arc<Self>, gid: String, epoch: u64, lease_until: u64) {
+    fn spawn_claimed(
+        self: &Arc<Self>,
+        gid: String,
+        epoch: u64,
+        lease_until: u64,
+        loaded: Result<Option<Trans>, StoreError>,
+    ) {
         self.run.active.fetch_add(1, Ordering::Relaxed);
         let engine = Arc::clone(self);
         self.run.tracker.spawn(async move {
             let _guard = ActiveGuard(&engine);
-            match engine.store.load(&gid).await {
+            match loaded {
                 Ok(Some(t)) => {
                     engine.pass(t, epoch, lease_until).await;
                 }
@@ -127,21 +133,35 @@ impl Engine {
                 return outcome;
             }
         };
+        let mut leased = Vec::new();
         for (shard, claim) in claims.into_iter().enumerate() {
             match claim {
                 Ok(claim) => {
                     outcome.claimed += claim.leased.len();
                     telemetry::lease("claimed", claim.leased.len() as u64);
                     outcome.more |= claim.leased.len() >= batch;
-                    for (gid, epoch) in claim.leased {
-                        debug!(gid = %gid, epoch, "claimed");
-                        self.spawn_claimed(gid, epoch, lease_until);
-                    }
+                    leased.extend(claim.leased);
                     if let Some(next) = claim.next_due {
                         self.run.earliest.fetch_min(next, Ordering::Relaxed);
                     }
                 }
                 Err(e) => warn!(shard, error = %e, "claiming due transactions failed"),
+            }
+        }
+        if leased.is_empty() {
+            return outcome;
+        }
+        // every claimed transaction read in one go, on one connection
+        let gids: Vec<String> = leased.iter().map(|(gid, _)| gid.clone()).collect();
+        match self.store.load_many(&gids).await {
+            Ok(loaded) => {
+                for ((gid, epoch), loaded) in leased.into_iter().zip(loaded) {
+                    debug!(gid = %gid, epoch, "claimed");
+                    self.spawn_claimed(gid, epoch, lease_until, loaded);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, claimed = gids.len(), "reading the claimed transactions failed; they are claimed again when their leases end")
             }
         }
         outcome

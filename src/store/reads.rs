@@ -2,6 +2,7 @@
 //! attention and set-aside lists, KV entries.
 
 use futures_util::future::join_all;
+use redis::aio::MultiplexedConnection;
 use redis::Value;
 
 use super::codec::{decode_trans, DecodeError};
@@ -39,14 +40,39 @@ impl Store {
 
     /// Reads one transaction (not a script: two reads in one pipeline).
     pub async fn load(&self, gid: &str) -> Result<Option<Trans>, StoreError> {
+        let pooled = self.read_conn().await?;
+        let mut conn: MultiplexedConnection = (*pooled).clone();
+        self.load_on(&mut conn, gid).await
+    }
+
+    /// Reads the transactions `gids`, pipelined on one connection of the
+    /// read pool (a claim sweep's: one checkout for all of them); one
+    /// result per gid, in order.
+    pub async fn load_many(
+        &self,
+        gids: &[String],
+    ) -> Result<Vec<Result<Option<Trans>, StoreError>>, StoreError> {
+        let pooled = self.read_conn().await?;
+        let shared: &MultiplexedConnection = &pooled;
+        let loads = gids.iter().map(|gid| {
+            let mut conn = shared.clone();
+            async move { self.load_on(&mut conn, gid).await }
+        });
+        Ok(join_all(loads).await)
+    }
+
+    async fn load_on(
+        &self,
+        conn: &mut MultiplexedConnection,
+        gid: &str,
+    ) -> Result<Option<Trans>, StoreError> {
         let k = self.keys.trans(gid);
-        let mut conn = self.read_conn().await?;
         let (trans, branches): (Value, Value) = redis::pipe()
             .cmd("HGETALL")
             .arg(&k.trans)
             .cmd("HGETALL")
             .arg(&k.branches)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
         let empty = match &trans {
             Value::Array(a) => a.is_empty(),
