@@ -214,7 +214,7 @@ impl Caller {
         let started = std::time::Instant::now();
         let traced = otel::branch_call(t, req.branch_id, req.op, req.url);
         telemetry::in_flight(1.0);
-        let outcome = self.send(t, &req, traced.headers.as_ref()).await;
+        let outcome = self.send(t, &req, traced.headers.as_deref()).await;
         telemetry::in_flight(-1.0);
         traced.ended(&outcome);
         let label = match outcome {

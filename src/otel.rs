@@ -13,6 +13,7 @@
 //! The current span travels as the [`Context`] of the future running it
 //! ([`in_context`]); every function here reads or extends that one.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::OnceLock;
 
@@ -209,20 +210,21 @@ pub fn pass_ended(cx: &Context, status: &str, end: &str) {
 
 /// One branch call being made: its span, if exported, and the trace
 /// context the branch is sent.
-pub struct BranchCall {
+pub struct BranchCall<'a> {
     cx: Option<Context>,
     /// `traceparent` / `tracestate` for the request, if any.
-    pub headers: Option<TraceContext>,
+    /// (the stored context, borrowed, when no span is exported).
+    pub headers: Option<Cow<'a, TraceContext>>,
 }
 
 /// Starts the branch call of `t` to `url` (`op` of `branch_id`): a client
 /// span under the current pass whose id the branch gets as its parent; with
 /// export off, the branch gets the stored context as it is.
-pub fn branch_call(t: &Trans, branch_id: &str, op: &str, url: &str) -> BranchCall {
+pub fn branch_call<'a>(t: &'a Trans, branch_id: &str, op: &str, url: &str) -> BranchCall<'a> {
     let Some(tracer) = tracer() else {
         return BranchCall {
             cx: None,
-            headers: t.trace.clone(),
+            headers: t.trace.as_ref().map(Cow::Borrowed),
         };
     };
     let parent = Context::current();
@@ -241,14 +243,14 @@ pub fn branch_call(t: &Trans, branch_id: &str, op: &str, url: &str) -> BranchCal
     TraceContextPropagator::new().inject_context(&cx, &mut carrier);
     BranchCall {
         cx: Some(cx),
-        headers: Some(TraceContext {
+        headers: Some(Cow::Owned(TraceContext {
             parent: carrier.parent,
             state: carrier.state,
-        }),
+        })),
     }
 }
 
-impl BranchCall {
+impl BranchCall<'_> {
     /// Ends the span with the call's outcome.
     pub fn ended(self, outcome: &Outcome) {
         let Some(cx) = self.cx else { return };
@@ -410,7 +412,7 @@ mod tests {
             crate::domain::build_new(input, status, 1, &crate::domain::TEST_LIMITS).unwrap();
         t.trace = Some(trace.clone());
         let call = branch_call(&t, "01", "action", "http://svc/a");
-        assert_eq!(call.headers, Some(trace));
+        assert_eq!(call.headers.as_deref(), Some(&trace));
         call.ended(&Outcome::Succeeded);
     }
 
