@@ -6,6 +6,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+mod redis_url;
+pub use redis_url::RedisTarget;
+
 /// The compiled-in defaults: every setting, documented.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -142,6 +145,9 @@ impl std::fmt::Debug for RedisSettings {
 
 /// The URL with any password replaced by `***`.
 pub fn redact_url(raw: &str) -> String {
+    if let Some(cluster) = redis_url::redact_cluster_url(raw) {
+        return cluster;
+    }
     match url::Url::parse(raw) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("***"));
@@ -356,6 +362,9 @@ impl Settings {
             return bad(
                 "redis.ack_timeout_ms must be positive and below redis.response_timeout_ms",
             );
+        }
+        if let Err(e) = RedisTarget::parse(&self.redis.url) {
+            return bad(&format!("redis.url: {e}"));
         }
         if !(1..=256).contains(&self.redis.read_pool_size) {
             return bad("redis.read_pool_size must be between 1 and 256");

@@ -121,6 +121,14 @@ pub enum StartError {
         /// The policy found.
         policy: String,
     },
+    /// The Redis Cluster cannot hold every transaction.
+    #[error("the Redis Cluster at {url} {problem}. Fix the cluster (redis-cli --cluster check <node>) before starting dtx")]
+    Cluster {
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// A script did not load.
     #[error("Redis refused script lua/{name}.lua: {error}. Use Redis 6.2 or newer with scripting enabled")]
     Script {

@@ -69,7 +69,7 @@ impl Store {
         let upper = filter.created_to_ms;
         // one connection of the read pool, its shard reads pipelined
         let pooled = self.read_conn().await?;
-        let shared: &redis::aio::MultiplexedConnection = &pooled;
+        let shared = &pooled.conn;
         let reads = (0..self.keys.shards()).map(|shard| {
             let key = self.keys.created(shard);
             let min = min.clone();

@@ -12,6 +12,7 @@
 //! behind it on the shared connection.
 
 pub mod codec;
+mod conn;
 mod error;
 pub mod keys;
 mod list;
@@ -22,8 +23,9 @@ mod types;
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
 use redis::Value;
+
+use conn::{Conn, ReadConn, ReadPool};
 
 pub use error::{LimitKind, StartError, StoreError};
 pub use keys::{Keys, TransKeys};
@@ -35,8 +37,8 @@ pub use types::{
 /// The Redis store of one deployment.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
-    reads: deadpool_redis::Pool,
+    conn: Conn,
+    reads: ReadPool,
     keys: Keys,
     scripts: Arc<Scripts>,
     finished_ttl_ms: u64,
@@ -64,7 +66,7 @@ impl Store {
     /// [`Store::eval`] on `conn`.
     async fn eval_on(
         &self,
-        conn: &mut impl redis::aio::ConnectionLike,
+        conn: &mut Conn,
         inv: &scripts::Invocation<'_>,
     ) -> Result<Value, StoreError> {
         let started = std::time::Instant::now();
@@ -76,19 +78,19 @@ impl Store {
     }
 
     /// With `redis.min_replicas_ack` set, waits (`WAIT`) until that many
-    /// replicas have every write sent so far on the hot path's connection,
-    /// the caller's among them; fewer within `redis.ack_timeout_ms` is
+    /// replicas have every write sent so far on the hot path's connection
+    /// to the master of `key` (on a cluster: its slot's master), the
+    /// caller's among them; fewer within `redis.ack_timeout_ms` is
     /// [`StoreError::NotReplicated`].
-    async fn confirm(&self) -> Result<(), StoreError> {
+    async fn confirm(&self, key: &str) -> Result<(), StoreError> {
         if self.min_replicas_ack == 0 {
             return Ok(());
         }
-        let mut conn = self.conn.clone();
-        let acked: u64 = redis::cmd("WAIT")
-            .arg(self.min_replicas_ack)
-            .arg(self.ack_timeout_ms)
-            .query_async(&mut conn)
-            .await?;
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.min_replicas_ack).arg(self.ack_timeout_ms);
+        let reply = self.conn.clone().on_master_of(key, &wait).await?;
+        let acked: u64 =
+            redis::from_redis_value(reply).map_err(|e| codec::DecodeError(format!("WAIT: {e}")))?;
         if acked < u64::from(self.min_replicas_ack) {
             return Err(StoreError::NotReplicated {
                 acked,
@@ -99,15 +101,8 @@ impl Store {
     }
 
     /// A connection of the large reads' pool.
-    async fn read_conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
-        use deadpool_redis::PoolError;
-        self.reads.get().await.map_err(|e| match e {
-            PoolError::Backend(e) => e.into(),
-            PoolError::Timeout(_) => {
-                StoreError::Timeout("no connection of the read pool came free".into())
-            }
-            other => StoreError::Unavailable(other.to_string()),
-        })
+    async fn read_conn(&self) -> Result<ReadConn, StoreError> {
+        self.reads.get().await
     }
 
     /// The key layout.

@@ -2,12 +2,11 @@
 //! attention and set-aside lists, KV entries.
 
 use futures_util::future::join_all;
-use redis::aio::MultiplexedConnection;
 use redis::Value;
 
 use super::codec::{decode_trans, DecodeError};
 use super::types::decode_kv;
-use super::{KvEntry, Store, StoreError};
+use super::{Conn, KvEntry, Store, StoreError};
 use crate::domain::{GlobalStatus, Trans, TransKind};
 
 impl Store {
@@ -18,7 +17,8 @@ impl Store {
         shard: u32,
         now_ms: u64,
     ) -> Result<(u64, Option<u64>), StoreError> {
-        let mut conn = self.read_conn().await?;
+        let mut pooled = self.read_conn().await?;
+        let conn = &mut pooled.conn;
         let (count, head): (u64, Vec<(String, f64)>) = redis::pipe()
             .cmd("ZCOUNT")
             .arg(self.keys.due(shard))
@@ -29,7 +29,7 @@ impl Store {
             .arg(0)
             .arg(0)
             .arg("WITHSCORES")
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
         let oldest = head
             .first()
@@ -40,9 +40,8 @@ impl Store {
 
     /// Reads one transaction (not a script: two reads in one pipeline).
     pub async fn load(&self, gid: &str) -> Result<Option<Trans>, StoreError> {
-        let pooled = self.read_conn().await?;
-        let mut conn: MultiplexedConnection = (*pooled).clone();
-        self.load_on(&mut conn, gid).await
+        let mut pooled = self.read_conn().await?;
+        self.load_on(&mut pooled.conn, gid).await
     }
 
     /// Reads the transactions `gids`, pipelined on one connection of the
@@ -53,7 +52,7 @@ impl Store {
         gids: &[String],
     ) -> Result<Vec<Result<Option<Trans>, StoreError>>, StoreError> {
         let pooled = self.read_conn().await?;
-        let shared: &MultiplexedConnection = &pooled;
+        let shared = &pooled.conn;
         let loads = gids.iter().map(|gid| {
             let mut conn = shared.clone();
             async move { self.load_on(&mut conn, gid).await }
@@ -61,11 +60,7 @@ impl Store {
         Ok(join_all(loads).await)
     }
 
-    async fn load_on(
-        &self,
-        conn: &mut MultiplexedConnection,
-        gid: &str,
-    ) -> Result<Option<Trans>, StoreError> {
+    async fn load_on(&self, conn: &mut Conn, gid: &str) -> Result<Option<Trans>, StoreError> {
         let k = self.keys.trans(gid);
         let (trans, branches): (Value, Value) = redis::pipe()
             .cmd("HGETALL")
@@ -123,7 +118,8 @@ impl Store {
         min_attempt: u32,
         per_shard: usize,
     ) -> Result<Vec<(Trans, u64)>, StoreError> {
-        let mut conn = self.read_conn().await?;
+        let mut pooled = self.read_conn().await?;
+        let conn = &mut pooled.conn;
         let mut due = Vec::new();
         for shard in 0..self.keys.shards() {
             let head: Vec<(String, f64)> = redis::cmd("ZRANGE")
@@ -131,7 +127,7 @@ impl Store {
                 .arg(0)
                 .arg(per_shard.max(1) as i64 - 1)
                 .arg("WITHSCORES")
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await?;
             due.extend(head.into_iter().map(|(g, s)| (g, s as u64)));
         }
@@ -177,7 +173,8 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<KvEntry>, bool), StoreError> {
         let (data, keys) = self.keys.kv(cat);
-        let mut conn = self.read_conn().await?;
+        let mut pooled = self.read_conn().await?;
+        let conn = &mut pooled.conn;
         let start = if after.is_empty() {
             "-".to_owned()
         } else {
@@ -191,7 +188,7 @@ impl Store {
             .arg("LIMIT")
             .arg(0)
             .arg(limit + 1)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
         let more = found.len() > limit;
         found.truncate(limit);
@@ -201,7 +198,7 @@ impl Store {
         let raws: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(&data)
             .arg(&found)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
         let mut out = Vec::with_capacity(found.len());
         for (key, raw) in found.into_iter().zip(raws) {
@@ -218,7 +215,8 @@ impl Store {
         &self,
         per_shard: usize,
     ) -> Result<Vec<(String, u64, String)>, StoreError> {
-        let mut conn = self.read_conn().await?;
+        let mut pooled = self.read_conn().await?;
+        let conn = &mut pooled.conn;
         let mut out = Vec::new();
         for shard in 0..self.keys.shards() {
             let (_, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
@@ -226,7 +224,7 @@ impl Store {
                 .arg(0)
                 .arg("COUNT")
                 .arg(per_shard)
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await?;
             for (gid, value) in page.into_iter().take(per_shard) {
                 let (since, why) = value.split_once('\t').unwrap_or(("0", &value));

@@ -15,17 +15,23 @@ impl Store {
         owner: &str,
         limit: usize,
     ) -> Result<Claim, StoreError> {
-        let pooled = self.read_conn().await?;
-        let mut conn: redis::aio::MultiplexedConnection = (*pooled).clone();
-        self.claim_on(&mut conn, shard, now_ms, lease_until_ms, owner, limit)
-            .await
+        let mut pooled = self.read_conn().await?;
+        self.claim_on(
+            &mut pooled.conn,
+            shard,
+            now_ms,
+            lease_until_ms,
+            owner,
+            limit,
+        )
+        .await
     }
 
     /// The claim of one shard on `conn` (the wrapper proper: the lint
     /// reads it with [`Store::claim_due`]).
     async fn claim_on(
         &self,
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut crate::store::Conn,
         shard: u32,
         now_ms: u64,
         lease_until_ms: u64,
@@ -91,7 +97,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Result<Claim, StoreError>>, StoreError> {
         let pooled = self.read_conn().await?;
-        let shared: &redis::aio::MultiplexedConnection = &pooled;
+        let shared = &pooled.conn;
         let claims = (0..self.keys.shards()).map(|shard| {
             let mut conn = shared.clone();
             async move {

@@ -39,7 +39,7 @@ impl Store {
             ScriptCode::Ok => {
                 // unconfirmed, it is stored all the same and goes on as if
                 // acknowledged (a submitted one once its lease runs out)
-                self.confirm().await?;
+                self.confirm(&k.trans).await?;
                 Ok(Created::New)
             }
             ScriptCode::Exists => {

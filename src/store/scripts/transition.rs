@@ -52,7 +52,7 @@ impl Store {
                     return Err(DecodeError("transition: truncated reply".into()).into());
                 };
                 let (trans, _) = decode_trans(gid, trans, branches)?;
-                self.confirm().await?;
+                self.confirm(&k.trans).await?;
                 Ok(Leased {
                     trans,
                     epoch: int(epoch)? as u64,

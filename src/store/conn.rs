@@ -1,0 +1,153 @@
+//! The Redis deployments dtx runs on, one server or a Redis Cluster, and
+//! the connection types the store uses on either.
+//!
+//! `redis.url` names one server or a cluster by its seed nodes
+//! ([`crate::config::RedisTarget`]). On a cluster every script still touches
+//! one slot (the keys of a transaction share its shard's hash tag), so the
+//! cluster connection routes it to that slot's master and follows MOVED
+//! and ASK by itself during resharding and after a failover.
+
+use std::io;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+
+use super::StoreError;
+
+/// A connection of the store: the hot path's (one shared multiplexed
+/// connection to one server, reconnecting by itself, or one cluster
+/// connection), or a clone of a read-pool connection.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    /// The hot path's on one server.
+    Managed(ConnectionManager),
+    /// A read-pool connection to one server.
+    Multiplexed(MultiplexedConnection),
+    /// A cluster connection (hot path or read pool), each reply bounded by
+    /// the response timeout.
+    Cluster(ClusterConnection, Duration),
+}
+
+impl Conn {
+    /// Sends `cmd`, which names no key, to the master serving `key`'s
+    /// slot (on one server: to the server).
+    pub(crate) async fn on_master_of(&mut self, key: &str, cmd: &Cmd) -> Result<Value, StoreError> {
+        match self {
+            Conn::Cluster(c, timeout) => {
+                let route =
+                    SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
+                let sent = c.route_command(cmd.clone(), RoutingInfo::SingleNode(route));
+                Ok(bounded(*timeout, sent).await?)
+            }
+            other => Ok(cmd.query_async(other).await?),
+        }
+    }
+}
+
+/// `fut`, or a timeout error after `timeout`.
+async fn bounded<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T, RedisError>>,
+) -> Result<T, RedisError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(reply) => reply,
+        Err(_) => Err(io::Error::from(io::ErrorKind::TimedOut).into()),
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Managed(c) => c.req_packed_command(cmd),
+            Conn::Multiplexed(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c, timeout) => {
+                let timeout = *timeout;
+                Box::pin(bounded(timeout, c.req_packed_command(cmd)))
+            }
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Managed(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c, timeout) => {
+                let timeout = *timeout;
+                Box::pin(bounded(
+                    timeout,
+                    c.req_packed_commands(pipeline, offset, count),
+                ))
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Managed(c) => c.get_db(),
+            Conn::Multiplexed(c) => c.get_db(),
+            Conn::Cluster(c, _) => c.get_db(),
+        }
+    }
+}
+
+/// The large reads' pool, of one-server or of cluster connections.
+#[derive(Clone)]
+pub(crate) enum ReadPool {
+    /// Connections to one server.
+    Single(deadpool_redis::Pool),
+    /// Cluster connections, each reply bounded by the response timeout
+    /// (deadpool-redis's cluster manager sets none of its own).
+    Cluster(deadpool_redis::cluster::Pool, Duration),
+}
+
+/// A connection checked out of the [`ReadPool`]: `conn` is used (and may
+/// be cloned to run several reads at once on it); the connection goes
+/// back to the pool when this is dropped.
+pub(crate) struct ReadConn {
+    _held: Box<dyn Send + Sync>,
+    /// The connection.
+    pub conn: Conn,
+}
+
+impl ReadPool {
+    /// A free connection, waiting at most the pool's wait timeout.
+    pub(crate) async fn get(&self) -> Result<ReadConn, StoreError> {
+        match self {
+            ReadPool::Single(pool) => {
+                let held = pool.get().await.map_err(pool_error)?;
+                let conn = Conn::Multiplexed((*held).clone());
+                Ok(ReadConn {
+                    _held: Box::new(held),
+                    conn,
+                })
+            }
+            ReadPool::Cluster(pool, timeout) => {
+                let held = pool.get().await.map_err(pool_error)?;
+                let conn = Conn::Cluster((*held).clone(), *timeout);
+                Ok(ReadConn {
+                    _held: Box::new(held),
+                    conn,
+                })
+            }
+        }
+    }
+}
+
+fn pool_error(e: deadpool_redis::PoolError) -> StoreError {
+    use deadpool_redis::PoolError;
+    match e {
+        PoolError::Backend(e) => e.into(),
+        PoolError::Timeout(_) => {
+            StoreError::Timeout("no connection of the read pool came free".into())
+        }
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
