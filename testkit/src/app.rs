@@ -131,6 +131,26 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The gids `all` lists, every page of `limit` read in turn (each must
+    /// answer 200), in the order listed.
+    pub async fn all_gids(&self, limit: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut position = String::new();
+        loop {
+            let (status, page) = self
+                .get(&format!("all?limit={limit}&position={position}"))
+                .await;
+            assert_eq!(status, 200, "{page}");
+            for t in page["transactions"].as_array().unwrap() {
+                seen.push(t["gid"].as_str().unwrap().to_owned());
+            }
+            position = page["next_position"].as_str().unwrap().to_owned();
+            if position.is_empty() {
+                return seen;
+            }
+        }
+    }
+
     /// `http://127.0.0.1:<port>`
     pub fn root(&self) -> String {
         self.base.replace("/api/dtmsvr", "")

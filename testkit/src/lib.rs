@@ -7,6 +7,7 @@
 
 mod app;
 mod branches;
+mod cluster;
 mod etcd;
 mod process;
 mod redis;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 pub use app::{gid, prefix, test_settings, wait_status_at, StatusSource, TestApp};
 pub use branches::{saga_body, Branches, Call, Reply};
+pub use cluster::{cluster_field, RedisCluster, NODE_TIMEOUT_MS};
 pub use etcd::EtcdServer;
 pub use process::{dtx_command, DtxProcess};
 pub use redis::{Persistence, RedisServer};

@@ -27,6 +27,8 @@ pub struct RedisServer {
     /// Its data directory.
     pub dir: PathBuf,
     persistence: Persistence,
+    /// Arguments beyond the usual ones, kept for a restart.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -63,7 +65,7 @@ impl RedisServer {
     /// its own. A free port can be taken before redis-server binds it (by
     /// another test's outgoing connection, say): then it exits, and another
     /// is tried.
-    fn start_on_free_port(persistence: Persistence, extra: &[&str]) -> Self {
+    pub(crate) fn start_on_free_port(persistence: Persistence, extra: &[&str]) -> Self {
         for _ in 0..5 {
             let dir = std::env::temp_dir().join(format!(
                 "dtx-redis-{}-{}",
@@ -78,8 +80,8 @@ impl RedisServer {
         panic!("redis-server exited at start on five free ports in a row");
     }
 
-    fn launch(persistence: Persistence, port: u16, dir: PathBuf) -> Self {
-        Self::try_launch(persistence, port, dir, &[])
+    fn launch(persistence: Persistence, port: u16, dir: PathBuf, extra: &[&str]) -> Self {
+        Self::try_launch(persistence, port, dir, extra)
             .unwrap_or_else(|| panic!("redis-server on port {port} exited at start"))
     }
 
@@ -112,6 +114,7 @@ impl RedisServer {
             port,
             dir,
             persistence,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         // a server that exited is dropped: its directory goes with it
         server.wait_ready().then_some(server)
@@ -169,7 +172,8 @@ impl RedisServer {
 
     /// Starts it again after [`RedisServer::kill`].
     pub fn revive(&mut self) {
-        let again = Self::launch(self.persistence, self.port, self.dir.clone());
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let again = Self::launch(self.persistence, self.port, self.dir.clone(), &extra);
         let old = std::mem::replace(self, again);
         // its process is gone and its directory is ours now
         std::mem::forget(old);

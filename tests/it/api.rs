@@ -252,19 +252,7 @@ async fn all_lists_newest_first_with_filters_and_a_cursor() {
     let msg = json!({"gid": "list-msg", "trans_type": "msg", "steps": [{"action": b.url("m")}], "payloads": ["{}"]});
     app.post("prepare", &msg).await;
     // page through everything, two at a time
-    let mut seen = Vec::new();
-    let mut position = String::new();
-    loop {
-        let (status, page) = app.get(&format!("all?limit=2&position={position}")).await;
-        assert_eq!(status, 200, "{page}");
-        for t in page["transactions"].as_array().unwrap() {
-            seen.push(t["gid"].as_str().unwrap().to_owned());
-        }
-        position = page["next_position"].as_str().unwrap().to_owned();
-        if position.is_empty() {
-            break;
-        }
-    }
+    let seen = app.all_gids(2).await;
     let mut want: Vec<String> = gids.iter().rev().cloned().collect();
     want.insert(0, "list-msg".into());
     assert_eq!(seen, want);

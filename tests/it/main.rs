@@ -4,6 +4,7 @@
 #![allow(unreachable_pub)]
 
 mod api;
+mod cluster;
 mod console;
 mod deployment;
 mod dtmcli;
