@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 mod redis_url;
-pub use redis_url::RedisTarget;
+pub use redis_url::{RedisTarget, SentinelTarget};
 
 /// The compiled-in defaults: every setting, documented.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");

@@ -1,7 +1,9 @@
-//! `redis.url`: one Redis server (`redis://`, `rediss://`, `unix://`) or
-//! a Redis Cluster by its seed nodes
+//! `redis.url`: one Redis server (`redis://`, `rediss://`, `unix://`), a
+//! Redis Cluster by its seed nodes
 //! (`redis+cluster://[user:password@]host:port[,host:port...]`,
-//! `rediss+cluster://` with TLS).
+//! `rediss+cluster://` with TLS), or a master behind Redis Sentinel
+//! (`redis+sentinel://[user:password@]host:port[,host:port...]/master-name[/db]`:
+//! the sentinels' addresses; the user and password are the master's).
 
 /// Where Redis is, as `redis.url` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,51 +13,101 @@ pub enum RedisTarget {
     /// A Redis Cluster: its seed nodes, each as a plain one-server URL
     /// carrying the cluster URL's user, password and TLS.
     Cluster(Vec<String>),
+    /// The master that Redis Sentinel names.
+    Sentinel(SentinelTarget),
+}
+
+/// A master behind Redis Sentinel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelTarget {
+    /// The sentinels, as `redis://host:port`.
+    pub sentinels: Vec<String>,
+    /// The master's name in the sentinels' configuration.
+    pub master: String,
+    /// The user dtx logs in to the master as.
+    pub username: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
+    /// The database.
+    pub db: i64,
 }
 
 impl RedisTarget {
-    /// Reads `redis.url`; a cluster URL must name at least one node, each
-    /// `host[:port]`, and no database (a cluster has only db 0).
+    /// Reads `redis.url`. A cluster or sentinel URL must name at least
+    /// one node, each `host[:port]`; a cluster URL no database (a cluster
+    /// has only db 0), a sentinel URL the master's name.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let (scheme, rest) = match url.split_once("://") {
-            Some(("redis+cluster", rest)) => ("redis", rest),
-            Some(("rediss+cluster", rest)) => ("rediss", rest),
+        let (scheme, form, rest) = match url.split_once("://") {
+            Some(("redis+cluster", rest)) => ("redis", "redis+cluster", rest),
+            Some(("rediss+cluster", rest)) => ("rediss", "redis+cluster", rest),
+            Some(("redis+sentinel", rest)) => ("redis", "redis+sentinel", rest),
             _ => return Ok(Self::Single(url.to_owned())),
         };
-        let (userinfo, hosts) = match rest.rsplit_once('@') {
-            Some((user, hosts)) => (Some(user), hosts),
+        let (userinfo, rest) = match rest.rsplit_once('@') {
+            Some((user, rest)) => (Some(user), rest),
             None => (None, rest),
         };
-        let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
-        if hosts.contains(['/', '?', '#']) {
-            return Err(
-                "a redis+cluster:// URL names nodes only: no database, path or query".into(),
-            );
+        let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if rest.contains(['?', '#']) {
+            return Err(format!("a {form}:// URL takes no query"));
         }
-        let mut seeds = Vec::new();
-        for node in hosts.split(',') {
-            let (host, port) = match node.rsplit_once(':') {
-                Some((host, port)) => (host, port),
-                None => (node, "6379"),
+        let nodes = |credentials: bool| -> Result<Vec<String>, String> {
+            let user = match userinfo {
+                Some(u) if credentials => format!("{u}@"),
+                _ => String::new(),
             };
-            if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-                return Err(format!(
-                    "redis+cluster:// node {node:?} is not host:port (seeds are comma-separated)"
-                ));
+            hosts
+                .split(',')
+                .map(|node| {
+                    let (host, port) = node.rsplit_once(':').unwrap_or((node, "6379"));
+                    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+                        return Err(format!(
+                            "{form}:// node {node:?} is not host:port (nodes are comma-separated)"
+                        ));
+                    }
+                    Ok(format!("{scheme}://{user}{host}:{port}"))
+                })
+                .collect()
+        };
+        if form == "redis+cluster" {
+            if !path.is_empty() {
+                return Err("a redis+cluster:// URL names nodes only: no database or path".into());
             }
-            let user = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
-            seeds.push(format!("{scheme}://{user}{host}:{port}"));
+            return Ok(Self::Cluster(nodes(true)?));
         }
-        Ok(Self::Cluster(seeds))
+        let (master, db) = path.split_once('/').unwrap_or((path, ""));
+        if master.is_empty() {
+            return Err("a redis+sentinel:// URL ends with /<master-name>[/<db>]".into());
+        }
+        let db = match db {
+            "" => 0,
+            db => db
+                .parse()
+                .map_err(|_| format!("redis+sentinel:// database {db:?} is not a number"))?,
+        };
+        let (username, password) = match userinfo.map(|u| u.split_once(':').unwrap_or((u, ""))) {
+            Some((user, password)) => (
+                Some(user.to_owned()).filter(|u| !u.is_empty()),
+                Some(password.to_owned()).filter(|p| !p.is_empty()),
+            ),
+            None => (None, None),
+        };
+        Ok(Self::Sentinel(SentinelTarget {
+            sentinels: nodes(false)?,
+            master: master.to_owned(),
+            username,
+            password,
+            db,
+        }))
     }
 }
 
-/// `url` with any password replaced by `***` when it is a cluster URL
-/// (which the `url` crate cannot read: it names several hosts); `None`
-/// for any other URL.
+/// `url` with any password replaced by `***` when it is a cluster or
+/// sentinel URL (which the `url` crate cannot read: it names several
+/// hosts); `None` for any other URL.
 pub(super) fn redact_cluster_url(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
-    if !scheme.ends_with("+cluster") {
+    if !scheme.ends_with("+cluster") && !scheme.ends_with("+sentinel") {
         return None;
     }
     let Some((userinfo, hosts)) = rest.rsplit_once('@') else {
@@ -93,13 +145,41 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_cluster_url_is_refused() {
+    fn a_sentinel_url_gives_the_sentinels_the_master_and_its_credentials() {
+        assert_eq!(
+            RedisTarget::parse("redis+sentinel://u:p@10.0.0.1:26379,s2/mymaster/3").unwrap(),
+            RedisTarget::Sentinel(SentinelTarget {
+                sentinels: vec!["redis://10.0.0.1:26379".into(), "redis://s2:6379".into()],
+                master: "mymaster".into(),
+                username: Some("u".into()),
+                password: Some("p".into()),
+                db: 3,
+            })
+        );
+        let RedisTarget::Sentinel(plain) = RedisTarget::parse("redis+sentinel://h:1/m").unwrap()
+        else {
+            panic!("not a sentinel target");
+        };
+        assert_eq!((plain.username, plain.password, plain.db), (None, None, 0));
+        assert_eq!(
+            redact_cluster_url("redis+sentinel://:secret@h:1/m").unwrap(),
+            "redis+sentinel://:***@h:1/m"
+        );
+    }
+
+    #[test]
+    fn a_bad_cluster_or_sentinel_url_is_refused() {
         for url in [
             "redis+cluster://",
             "redis+cluster://h:1,",
             "redis+cluster://h:x",
             "redis+cluster://h:0",
             "redis+cluster://h:1/0",
+            "redis+cluster://h:1?x=1",
+            "redis+sentinel://h:1",
+            "redis+sentinel://h:1/",
+            "redis+sentinel://h:1/m/x",
+            "redis+sentinel://h:x/m",
             "redis+cluster://:1",
         ] {
             assert!(RedisTarget::parse(url).is_err(), "{url}");

@@ -8,6 +8,7 @@
 //! and ASK by itself during resharding and after a failover.
 
 use std::io;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
@@ -15,6 +16,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 
+use super::sentinel::Follower;
 use super::StoreError;
 
 /// A connection of the store: the hot path's (one shared multiplexed
@@ -29,6 +31,11 @@ pub(crate) enum Conn {
     /// A cluster connection (hot path or read pool), each reply bounded by
     /// the response timeout.
     Cluster(ClusterConnection, Duration),
+    /// The hot path's to the master Redis Sentinel names.
+    Sentinel(Arc<Follower>),
+    /// A read-pool connection to the master of that generation; an error
+    /// that a moved master causes makes the follower ask the sentinels.
+    SentinelRead(MultiplexedConnection, Arc<Follower>, u64),
 }
 
 impl Conn {
@@ -67,6 +74,13 @@ impl ConnectionLike for Conn {
                 let timeout = *timeout;
                 Box::pin(bounded(timeout, c.req_packed_command(cmd)))
             }
+            Conn::Sentinel(follower) => Box::pin(async move {
+                let (generation, mut c) = follower.conn();
+                watched(follower, generation, c.req_packed_command(cmd).await).await
+            }),
+            Conn::SentinelRead(c, follower, generation) => Box::pin(async move {
+                watched(follower, *generation, c.req_packed_command(cmd).await).await
+            }),
         }
     }
 
@@ -86,6 +100,15 @@ impl ConnectionLike for Conn {
                     c.req_packed_commands(pipeline, offset, count),
                 ))
             }
+            Conn::Sentinel(follower) => Box::pin(async move {
+                let (generation, mut c) = follower.conn();
+                let reply = c.req_packed_commands(pipeline, offset, count).await;
+                watched(follower, generation, reply).await
+            }),
+            Conn::SentinelRead(c, follower, generation) => Box::pin(async move {
+                let reply = c.req_packed_commands(pipeline, offset, count).await;
+                watched(follower, *generation, reply).await
+            }),
         }
     }
 
@@ -94,11 +117,27 @@ impl ConnectionLike for Conn {
             Conn::Managed(c) => c.get_db(),
             Conn::Multiplexed(c) => c.get_db(),
             Conn::Cluster(c, _) => c.get_db(),
+            Conn::Sentinel(follower) => follower.conn().1.get_db(),
+            Conn::SentinelRead(c, _, _) => c.get_db(),
         }
     }
 }
 
-/// The large reads' pool, of one-server or of cluster connections.
+/// `reply` of a connection to `generation`'s master behind Sentinel,
+/// after its error (if any) has made the follower look for the master.
+async fn watched<T>(
+    follower: &Follower,
+    generation: u64,
+    reply: Result<T, RedisError>,
+) -> Result<T, RedisError> {
+    if let Err(e) = &reply {
+        follower.after_error(generation, e).await;
+    }
+    reply
+}
+
+/// The large reads' pool: of one-server, cluster or Sentinel-followed
+/// connections.
 #[derive(Clone)]
 pub(crate) enum ReadPool {
     /// Connections to one server.
@@ -106,6 +145,20 @@ pub(crate) enum ReadPool {
     /// Cluster connections, each reply bounded by the response timeout
     /// (deadpool-redis's cluster manager sets none of its own).
     Cluster(deadpool_redis::cluster::Pool, Duration),
+    /// Connections to the master Redis Sentinel names.
+    Sentinel(Arc<SentinelReads>),
+}
+
+/// The read pool behind Sentinel: a one-server pool to the follower's
+/// master, made anew when the follower moves to another.
+pub(crate) struct SentinelReads {
+    /// The hot path's follower, which finds the master.
+    pub follower: Arc<Follower>,
+    /// The pool of the master of that generation.
+    pub pool: Mutex<(u64, deadpool_redis::Pool)>,
+    /// Makes the pool of a new master.
+    pub make:
+        Box<dyn Fn(redis::ConnectionInfo) -> Result<deadpool_redis::Pool, String> + Send + Sync>,
 }
 
 /// A connection checked out of the [`ReadPool`]: `conn` is used (and may
@@ -124,6 +177,24 @@ impl ReadPool {
             ReadPool::Single(pool) => {
                 let held = pool.get().await.map_err(pool_error)?;
                 let conn = Conn::Multiplexed((*held).clone());
+                Ok(ReadConn {
+                    _held: Box::new(held),
+                    conn,
+                })
+            }
+            ReadPool::Sentinel(reads) => {
+                let master = reads.follower.master();
+                let pool = {
+                    let mut current = reads.pool.lock().expect("poisoned");
+                    if current.0 != master.generation {
+                        let fresh = (reads.make)(master.info).map_err(StoreError::Unavailable)?;
+                        *current = (master.generation, fresh);
+                    }
+                    current.1.clone()
+                };
+                let held = pool.get().await.map_err(pool_error)?;
+                let conn =
+                    Conn::SentinelRead((*held).clone(), reads.follower.clone(), master.generation);
                 Ok(ReadConn {
                     _held: Box::new(held),
                     conn,

@@ -18,6 +18,7 @@ pub mod keys;
 mod list;
 mod reads;
 pub mod scripts;
+mod sentinel;
 mod startup;
 mod types;
 

@@ -1,7 +1,7 @@
 //! Connecting: the checks a replica makes before it serves.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -9,8 +9,9 @@ use redis::cluster::ClusterClient;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::RedisError;
 
-use super::conn::{Conn, ReadPool};
+use super::conn::{Conn, ReadPool, SentinelReads};
 use super::scripts::Scripts;
+use super::sentinel::Follower;
 use super::{Keys, StartError, Store};
 use crate::config::{redact_url, RedisSettings, RedisTarget as Target};
 
@@ -37,13 +38,8 @@ impl Store {
         let (mut conn, reads, policies) = match &target {
             Target::Single(one) => {
                 let client = redis::Client::open(one.as_str()).map_err(connect_err)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(connect_timeout))
-                    .set_response_timeout(Some(response_timeout))
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_millis(500));
                 let mut conn = Conn::Managed(
-                    ConnectionManager::new_with_config(client, config)
+                    ConnectionManager::new_with_config(client, hot_config(settings))
                         .await
                         .map_err(connect_err)?,
                 );
@@ -52,13 +48,40 @@ impl Store {
                     .query_async(&mut conn)
                     .await
                     .map_err(connect_err)?;
-                let reads = ReadPool::Single(single_read_pool(one, settings).map_err(|error| {
-                    StartError::Connect {
+                let reads = ReadPool::Single(single_read_pool(one.as_str(), settings).map_err(
+                    |error| StartError::Connect {
                         url: url.clone(),
                         error,
-                    }
-                })?);
+                    },
+                )?);
                 (conn, reads, vec![(url.clone(), eviction_policy(&info))])
+            }
+            Target::Sentinel(target) => {
+                let follower = Arc::new(
+                    Follower::connect(target, timeouts(settings))
+                        .await
+                        .map_err(connect_err)?,
+                );
+                let master = follower.master();
+                let mut conn = Conn::Sentinel(Arc::clone(&follower));
+                let info: String = redis::cmd("INFO")
+                    .arg("memory")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(connect_err)?;
+                let for_master = settings.clone();
+                let make = move |info: redis::ConnectionInfo| single_read_pool(info, &for_master);
+                let first = make(master.info.clone()).map_err(|error| StartError::Connect {
+                    url: url.clone(),
+                    error,
+                })?;
+                let reads = ReadPool::Sentinel(Arc::new(SentinelReads {
+                    follower,
+                    pool: Mutex::new((master.generation, first)),
+                    make: Box::new(make),
+                }));
+                let node = format!("{} (master {:?})", master.info.addr(), target.master);
+                (conn, reads, vec![(node, eviction_policy(&info))])
             }
             Target::Cluster(seeds) => {
                 let client = ClusterClient::builder(seeds.clone())
@@ -126,6 +149,25 @@ impl Store {
             ack_timeout_ms: settings.ack_timeout_ms,
         })
     }
+}
+
+/// The hot path's connection on one server: it reconnects by itself,
+/// twice at most per command, waiting at most 500 ms in between.
+fn hot_config(settings: &RedisSettings) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
+        .set_response_timeout(Some(Duration::from_millis(settings.response_timeout_ms)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500))
+}
+
+/// A plain connection with the settings' timeouts: the read pool's, and
+/// the hot path's behind Sentinel (no reconnecting of its own: the
+/// follower asks the sentinels instead).
+fn timeouts(settings: &RedisSettings) -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
+        .set_response_timeout(Some(Duration::from_millis(settings.response_timeout_ms)))
 }
 
 /// `maxmemory_policy` of an `INFO memory` reply.
@@ -198,12 +240,12 @@ async fn master_policies(conn: &mut Conn) -> Result<Vec<(String, String)>, Redis
 /// The large reads' pool on one server: `read_pool_size` connections,
 /// opened when first needed, with the hot path's timeouts; a caller waits
 /// at most the response timeout for one to come free.
-fn single_read_pool(url: &str, settings: &RedisSettings) -> Result<deadpool_redis::Pool, String> {
-    let timeouts = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
-        .set_response_timeout(Some(Duration::from_millis(settings.response_timeout_ms)));
-    let manager =
-        deadpool_redis::Manager::new_with_config(url, timeouts).map_err(|e| e.to_string())?;
+fn single_read_pool(
+    url: impl redis::IntoConnectionInfo,
+    settings: &RedisSettings,
+) -> Result<deadpool_redis::Pool, String> {
+    let manager = deadpool_redis::Manager::new_with_config(url, timeouts(settings))
+        .map_err(|e| e.to_string())?;
     deadpool_redis::Pool::builder(manager)
         .max_size(settings.read_pool_size)
         .wait_timeout(Some(Duration::from_millis(settings.response_timeout_ms)))
