@@ -9,8 +9,10 @@ mod app;
 mod branches;
 mod cluster;
 mod etcd;
+mod load;
 mod process;
 mod redis;
+mod sentinel;
 pub mod timings;
 
 use std::net::TcpListener;
@@ -21,8 +23,10 @@ pub use app::{gid, prefix, test_settings, wait_status_at, StatusSource, TestApp}
 pub use branches::{saga_body, Branches, Call, Reply};
 pub use cluster::{cluster_field, RedisCluster, NODE_TIMEOUT_MS};
 pub use etcd::EtcdServer;
+pub use load::{check_each_ended_once, LoadOutcome, SagaLoad};
 pub use process::{dtx_command, DtxProcess};
 pub use redis::{Persistence, RedisServer};
+pub use sentinel::{RedisSentinel, SentinelNode, DOWN_AFTER_MS, MASTER_NAME};
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {

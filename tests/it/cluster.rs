@@ -2,17 +2,16 @@
 //! listing across shards, the start-up checks, and a master killed and
 //! slots resharded under load.
 
-use std::collections::{HashMap, HashSet};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dtx::store::Store;
 use serde_json::json;
 
 use crate::support::{
-    cluster_field, gid, prefix, saga_body, test_settings, Branches, RedisCluster, RedisServer,
-    Reply, TestApp,
+    check_each_ended_once, cluster_field, gid, prefix, saga_body, test_settings, Branches,
+    RedisCluster, RedisServer, Reply, SagaLoad, TestApp,
 };
 
 /// Test settings on `cluster` under `prefix`.
@@ -179,9 +178,6 @@ fn node_id(node: &RedisServer) -> String {
         .unwrap()
 }
 
-/// Sagas submitted by `workers` loops until `stop`: (gid, acknowledged).
-type Sent = Arc<Mutex<Vec<(String, bool)>>>;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_saga_ends_once_through_a_master_failover_and_a_reshard() {
     let mut cluster = RedisCluster::start_with(3, 1);
@@ -193,24 +189,7 @@ async fn every_acknowledged_saga_ends_once_through_a_master_failover_and_a_resha
     settings.redis.ack_timeout_ms = 500;
     let app = Arc::new(TestApp::spawn_with(settings).await);
     let b = Branches::start().await;
-    let sent: Sent = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = (0..8)
-        .map(|w| {
-            let (app, b, sent, stop) = (app.clone(), b.clone(), sent.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut i = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let g = gid(&format!("load{w}-{i}"));
-                    let (status, _) = app.post("submit", &saga_body(&g, &b)).await;
-                    sent.lock().unwrap().push((g, status == 200));
-                    i += 1;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-        })
-        .collect();
-    let acked_now = |sent: &Sent| sent.lock().unwrap().iter().filter(|(_, ok)| *ok).count();
+    let load = SagaLoad::start(&app, &b, 8);
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     // kill the master serving shard 0's slot: its replica takes over
@@ -220,7 +199,7 @@ async fn every_acknowledged_saga_ends_once_through_a_master_failover_and_a_resha
         .iter()
         .position(|n| n.port == victim_port)
         .unwrap();
-    let before_kill = acked_now(&sent);
+    let before_kill = load.acknowledged();
     cluster.nodes[victim].kill();
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(20);
@@ -245,7 +224,7 @@ async fn every_acknowledged_saga_ends_once_through_a_master_failover_and_a_resha
     tokio::task::spawn_blocking(move || c.wait_healthy(3, 1))
         .await
         .unwrap();
-    let after_failover = acked_now(&sent);
+    let after_failover = load.acknowledged();
     assert!(
         after_failover > before_kill,
         "submits were acknowledged again after the failover"
@@ -278,51 +257,20 @@ async fn every_acknowledged_saga_ends_once_through_a_master_failover_and_a_resha
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let sent = sent.lock().unwrap().clone();
-    let acked: Vec<&String> = sent.iter().filter(|(_, ok)| *ok).map(|(g, _)| g).collect();
+    let sent = load.stop().await;
+    let outcome = check_each_ended_once(&app, &b, &sent, 30).await;
     assert!(
-        acked.len() > after_failover,
+        outcome.acknowledged > after_failover,
         "acknowledged during the reshard too"
     );
-    for g in &acked {
-        app.wait_status(g, "succeed", 30).await;
-    }
-    // unacknowledged ones were stored or not: either they end the same way
-    // or nothing of them ran
-    let calls = b.calls();
-    let mut by_gid: HashMap<&str, Vec<&str>> = HashMap::new();
-    for c in &calls {
-        by_gid
-            .entry(c.query["gid"].as_str())
-            .or_default()
-            .push(c.path.as_str());
-    }
-    let mut repeated = 0;
-    for (g, ok) in &sent {
-        let paths = by_gid.get(g.as_str()).cloned().unwrap_or_default();
-        if !ok && paths.is_empty() {
-            continue;
-        }
-        if !ok {
-            app.wait_status(g, "succeed", 30).await;
-        }
-        let distinct: HashSet<&str> = paths.iter().copied().collect();
-        assert_eq!(
-            distinct,
-            HashSet::from(["a1", "a2"]),
-            "{g}: each action, no compensation ({paths:?})"
-        );
-        assert_eq!(paths[0], "a1", "{g}: in order ({paths:?})");
-        repeated += paths.len() - 2;
-    }
+    assert!(
+        outcome.lost.is_empty(),
+        "acknowledged and lost: {:?}",
+        outcome.lost
+    );
     eprintln!(
         "sent {}, acknowledged {}, replica promoted after {promoted:?}, \
-         actions called again after a lost reply {repeated}",
-        sent.len(),
-        acked.len()
+         actions called again after a lost reply {}",
+        outcome.sent, outcome.acknowledged, outcome.repeated
     );
 }

@@ -24,6 +24,7 @@ mod replication;
 mod saga;
 mod scheduler;
 mod security;
+mod sentinel;
 mod structure;
 mod support;
 mod topics;
