@@ -69,12 +69,8 @@ impl RedisCluster {
 
     /// `redis+cluster://` with every node as a seed.
     pub fn url(&self) -> String {
-        let seeds: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        format!("redis+cluster://{}", seeds.join(","))
+        let seeds = crate::loopback_list(self.nodes.iter().map(|n| n.port));
+        format!("redis+cluster://{seeds}")
     }
 
     /// The nodes that are masters now (a killed one is not asked).

@@ -18,8 +18,7 @@ pub struct EtcdServer {
 impl EtcdServer {
     /// Starts one and waits until its client port answers.
     pub fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("dtx-etcd-{:016x}", fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch_dir("etcd");
         let (port, peer) = (free_port(), free_port());
         let client = format!("http://127.0.0.1:{port}");
         let peer = format!("http://127.0.0.1:{peer}");

@@ -36,6 +36,28 @@ pub fn free_port() -> u16 {
         .expect("no free port")
 }
 
+/// A new empty directory under the system's temp dir, named for `what`
+/// and this process; the caller removes it.
+pub fn scratch_dir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "dtx-{what}-{}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `127.0.0.1:<port>` of each of `ports`, comma-separated (the node list
+/// of a `redis+cluster://` or `redis+sentinel://` URL).
+pub fn loopback_list(ports: impl IntoIterator<Item = u16>) -> String {
+    let nodes: Vec<String> = ports
+        .into_iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    nodes.join(",")
+}
+
 /// Waits until something listens on `port`; panics naming `what` after
 /// 20 s.
 pub fn wait_port(port: u16, what: &str) {

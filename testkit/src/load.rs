@@ -59,8 +59,7 @@ impl SagaLoad {
         for w in self.workers {
             w.await.unwrap();
         }
-        let sent = self.sent.lock().unwrap().clone();
-        sent
+        std::mem::take(&mut *self.sent.lock().unwrap())
     }
 }
 

@@ -67,12 +67,7 @@ impl RedisServer {
     /// is tried.
     pub(crate) fn start_on_free_port(persistence: Persistence, extra: &[&str]) -> Self {
         for _ in 0..5 {
-            let dir = std::env::temp_dir().join(format!(
-                "dtx-redis-{}-{}",
-                std::process::id(),
-                fastrand::u64(..)
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = crate::scratch_dir("redis");
             if let Some(server) = Self::try_launch(persistence, free_port(), dir, extra) {
                 return server;
             }

@@ -56,12 +56,8 @@ impl RedisSentinel {
 
     /// `redis+sentinel://<sentinels>/<master name>`
     pub fn url(&self) -> String {
-        let nodes: Vec<String> = self
-            .sentinels
-            .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port))
-            .collect();
-        format!("redis+sentinel://{}/{MASTER_NAME}", nodes.join(","))
+        let nodes = crate::loopback_list(self.sentinels.iter().map(|s| s.port));
+        format!("redis+sentinel://{nodes}/{MASTER_NAME}")
     }
 
     /// The primary's port as the first sentinel that answers names it.
@@ -74,12 +70,7 @@ impl SentinelNode {
     /// Starts one watching the primary on `primary_port`.
     fn start(primary_port: u16) -> Self {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "dtx-sentinel-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch_dir("sentinel");
         let conf = dir.join("sentinel.conf");
         std::fs::write(
             &conf,
