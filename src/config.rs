@@ -171,7 +171,8 @@ pub struct StoreSettings {
 pub struct SchedulerSettings {
     /// Lease length, ms.
     pub lease_ms: u64,
-    /// Longest claim-loop sleep, ms.
+    /// Longest claim-loop sleep between looks at an own shard, and the
+    /// heartbeat period, ms.
     pub recheck_ms: u64,
     /// Claim batch per shard.
     pub claim_batch: usize,

@@ -234,7 +234,7 @@ pub async fn drive(engine: &Engine, t: Trans, epoch: u64, lease_until: u64) -> D
     };
     if let DriveEnd::StoreFailed(e) = &end {
         warn!(gid = %pass.t.gid, error = %e, "store write failed; the transaction resumes when its lease runs out");
-        engine.note_due(pass.lease.until);
+        engine.note_due(&pass.t.gid, pass.lease.until);
     }
     DriveReport {
         end,
@@ -310,7 +310,7 @@ impl Pass<'_> {
                 }
                 Plan::WaitUntil(at) => {
                     self.lease.release(self.engine, &self.t, at).await?;
-                    self.engine.note_due(at);
+                    self.engine.note_due(&self.t.gid, at);
                     return Ok(DriveEnd::Waiting);
                 }
                 Plan::Idle => {
@@ -450,7 +450,7 @@ impl Pass<'_> {
         self.lease
             .record(self.engine, &self.t, None, fields, Schedule::Release(at))
             .await?;
-        self.engine.note_due(at);
+        self.engine.note_due(&self.t.gid, at);
         self.maybe_alert(backoff);
         Ok(DriveEnd::Waiting)
     }

@@ -17,6 +17,10 @@ use crate::config::{AlertSettings, SchedulerSettings};
 use crate::domain::Policy;
 use crate::store::{Stamp, Store};
 
+pub mod share;
+
+use share::Looks;
+
 /// Everything a replica needs to drive transactions; shared by the API
 /// handlers and the claim loop.
 pub struct Engine {
@@ -44,8 +48,13 @@ pub struct Engine {
 pub(crate) struct RunState {
     pub(crate) settings: SchedulerSettings,
     pub(crate) wake: Notify,
-    /// Earliest due time known to this replica, ms (`u64::MAX`: none).
+    /// When the sleeping claim loop wakes, ms (`u64::MAX`: not asleep
+    /// yet); a due time noted before it wakes it early.
     pub(crate) earliest: AtomicU64,
+    /// This replica's shares and its schedule of looks at the shards.
+    pub(crate) looks: Mutex<Looks>,
+    /// Looks at a shard made so far (tests read it).
+    pub(crate) looks_made: AtomicU64,
     pub(crate) active: AtomicUsize,
     /// Woken each time the last running pass ends.
     pub(crate) idle: Notify,
@@ -79,6 +88,12 @@ impl Engine {
         alert: AlertSettings,
     ) -> Self {
         let owner = format!("{:016x}", fastrand::u64(..));
+        let looks = Looks::new(
+            &owner,
+            store.keys().shards(),
+            settings.recheck_ms,
+            clock.now_ms(),
+        );
         Self {
             store,
             caller,
@@ -91,6 +106,8 @@ impl Engine {
                 settings,
                 wake: Notify::new(),
                 earliest: AtomicU64::new(u64::MAX),
+                looks: Mutex::new(looks),
+                looks_made: AtomicU64::new(0),
                 active: AtomicUsize::new(0),
                 idle: Notify::new(),
                 waiters: Mutex::new(HashMap::new()),
@@ -168,12 +185,43 @@ impl Engine {
         }
     }
 
-    /// Tells the claim loop that something is due at `at_ms`.
-    pub fn note_due(&self, at_ms: u64) {
-        let before = self.run.earliest.fetch_min(at_ms, Ordering::Relaxed);
-        if at_ms < before {
+    /// Tells the claim loop that `gid` is due at `at_ms`: it looks at the
+    /// gid's shard then, whoever owns it.
+    pub fn note_due(&self, gid: &str, at_ms: u64) {
+        let shard = self.store.keys().shard_of(gid);
+        self.looks().note(shard, at_ms);
+        self.wake_by(at_ms);
+    }
+
+    /// Tells the claim loop that something in any shard may be due at
+    /// `at_ms`.
+    pub fn note_due_everywhere(&self, at_ms: u64) {
+        self.looks().note_all(at_ms);
+        self.wake_by(at_ms);
+    }
+
+    /// Wakes the claim loop if it sleeps past `at_ms`. The loop sets its
+    /// wake time under the looks' lock, and a note is written there before
+    /// this runs, so no note falls between the two.
+    fn wake_by(&self, at_ms: u64) {
+        if at_ms < self.run.earliest.fetch_min(at_ms, Ordering::Relaxed) {
             self.run.wake.notify_one();
         }
+    }
+
+    pub(crate) fn looks(&self) -> std::sync::MutexGuard<'_, Looks> {
+        self.run.looks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The shards this replica owns and how many replicas it sees alive.
+    pub fn claim_share(&self) -> (Vec<u32>, usize) {
+        let looks = self.looks();
+        (looks.mine(), looks.live())
+    }
+
+    /// How many looks at a shard's due set this replica has made.
+    pub fn claim_looks(&self) -> u64 {
+        self.run.looks_made.load(Ordering::Relaxed)
     }
 
     /// Runs `work` (an alert, say) in a task the drain waits for.

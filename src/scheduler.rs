@@ -2,11 +2,13 @@
 //! leases and the drain on shutdown.
 //!
 //! The replica that creates or takes over a transaction drives it at once.
-//! Every replica also claims due transactions from every shard in batches:
-//! those whose lease ran out (their replica died) and those whose retry
-//! time came. The loop sleeps until the earliest due time it knows of,
-//! wakes early when a local pass schedules something sooner, and looks at
-//! every shard at least every `recheck_ms`.
+//! Every replica also claims due transactions in batches: those whose lease
+//! ran out (their replica died) and those whose retry time came. The
+//! replicas share the shards ([`crate::engine::share`]): each looks at its
+//! own at their known due time and at least every `recheck_ms`, at the
+//! others' far more rarely, and heartbeats every `recheck_ms`. The loop
+//! sleeps until its next look or heartbeat, and wakes early when a local
+//! pass schedules something sooner.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -103,8 +105,28 @@ impl Engine {
     }
 
     /// Looks at every shard once and starts a pass for every transaction
-    /// it claims.
+    /// it claims (tests drive the scheduler with it, on a manual clock).
     pub async fn tick_once(self: &Arc<Self>) -> TickOutcome {
+        let every: Vec<u32> = (0..self.store.keys().shards()).collect();
+        self.claim_from(&every).await
+    }
+
+    /// Looks at the shards whose look is due now (see
+    /// [`crate::engine::share`]).
+    async fn tick_planned(self: &Arc<Self>) -> TickOutcome {
+        let plan = self.looks().plan(self.now_ms());
+        if plan.is_empty() {
+            return TickOutcome {
+                claimed: 0,
+                more: false,
+            };
+        }
+        self.claim_from(&plan).await
+    }
+
+    /// Looks at `shards` once and starts a pass for every transaction it
+    /// claims.
+    async fn claim_from(self: &Arc<Self>, shards: &[u32]) -> TickOutcome {
         let capacity = self.run.settings.max_active.saturating_sub(self.active());
         if capacity == 0 {
             return TickOutcome {
@@ -113,39 +135,54 @@ impl Engine {
             };
         }
         // share the room between the shards, so one look cannot overshoot it
-        let shards = self.store.keys().shards() as usize;
-        let batch = self.run.settings.claim_batch.min(capacity.div_ceil(shards));
+        let batch = self
+            .run
+            .settings
+            .claim_batch
+            .min(capacity.div_ceil(shards.len().max(1)));
         let now = self.now_ms();
         let lease_until = now + self.lease_ms;
-        self.run.earliest.store(u64::MAX, Ordering::Relaxed);
         let mut outcome = TickOutcome {
             claimed: 0,
             more: false,
         };
         let claims = match self
             .store
-            .claim_every_shard(now, lease_until, &self.owner, batch)
+            .claim_shards(shards, now, lease_until, &self.owner, batch)
             .await
         {
             Ok(claims) => claims,
             Err(e) => {
                 warn!(error = %e, "claiming due transactions failed: no connection");
+                let mut looks = self.looks();
+                for &shard in shards {
+                    looks.looked(shard, now, None, false);
+                }
                 return outcome;
             }
         };
+        self.run
+            .looks_made
+            .fetch_add(shards.len() as u64, Ordering::Relaxed);
+        telemetry::claim_looks(shards.len());
         let mut leased = Vec::new();
-        for (shard, claim) in claims.into_iter().enumerate() {
-            match claim {
-                Ok(claim) => {
-                    outcome.claimed += claim.leased.len();
-                    telemetry::lease("claimed", claim.leased.len() as u64);
-                    outcome.more |= claim.leased.len() >= batch;
-                    leased.extend(claim.leased);
-                    if let Some(next) = claim.next_due {
-                        self.run.earliest.fetch_min(next, Ordering::Relaxed);
+        {
+            let mut looks = self.looks();
+            for (&shard, claim) in shards.iter().zip(claims) {
+                match claim {
+                    Ok(claim) => {
+                        let full = claim.leased.len() >= batch;
+                        outcome.claimed += claim.leased.len();
+                        telemetry::lease("claimed", claim.leased.len() as u64);
+                        outcome.more |= full;
+                        looks.looked(shard, now, claim.next_due, full);
+                        leased.extend(claim.leased);
+                    }
+                    Err(e) => {
+                        looks.looked(shard, now, None, false);
+                        warn!(shard, error = %e, "claiming due transactions failed")
                     }
                 }
-                Err(e) => warn!(shard, error = %e, "claiming due transactions failed"),
             }
         }
         if leased.is_empty() {
@@ -167,11 +204,52 @@ impl Engine {
         outcome
     }
 
-    /// The claim loop; returns once [`Engine::drain`] has begun.
+    /// How long this replica's entry in the replica set lasts without a
+    /// new heartbeat, ms: at least a lease, and three heartbeats.
+    fn heartbeat_ttl_ms(&self) -> u64 {
+        self.lease_ms
+            .max(self.run.settings.recheck_ms.saturating_mul(3))
+    }
+
+    /// One heartbeat: stays in the replica set and takes the shares of the
+    /// set read back. A failed one keeps the last set (the other replicas
+    /// forget this one once its entry lapses, and look at every shard
+    /// anyway, more rarely).
+    async fn beat(&self, now: u64) {
+        let alive_until = now + self.heartbeat_ttl_ms();
+        match self
+            .store
+            .heartbeat(&self.owner, now, Some(alive_until))
+            .await
+        {
+            Ok(live) => {
+                let mut looks = self.looks();
+                if looks.set_live(live, now) {
+                    info!(
+                        replicas = looks.live(),
+                        shards = looks.mine().len(),
+                        "replica set changed; shares recomputed"
+                    );
+                }
+                telemetry::claim_share(looks.mine().len(), looks.live());
+            }
+            Err(e) => warn!(error = %e, "heartbeat failed; keeping the last replica set"),
+        }
+    }
+
+    /// The claim loop; returns once [`Engine::drain`] has begun, after
+    /// taking this replica out of the replica set (its shards pass to the
+    /// others at their next heartbeat).
     pub async fn run_claim_loop(self: Arc<Self>) {
         let recheck = self.run.settings.recheck_ms;
+        let mut next_beat = 0;
         while !self.run.stop_claiming.is_cancelled() {
-            let outcome = self.tick_once().await;
+            let now = self.now_ms();
+            if now >= next_beat {
+                self.beat(now).await;
+                next_beat = now + recheck;
+            }
+            let outcome = self.tick_planned().await;
             if outcome.more {
                 if self.active() >= self.run.settings.max_active {
                     // full: wait a little for passes to end
@@ -182,14 +260,20 @@ impl Engine {
                 }
                 continue;
             }
-            let now = self.now_ms();
-            let earliest = self.run.earliest.load(Ordering::Relaxed);
-            let wait = earliest.saturating_sub(now).min(recheck);
+            let wake = {
+                let looks = self.looks();
+                let wake = looks.wake_at().min(next_beat);
+                self.run.earliest.store(wake, Ordering::Relaxed);
+                wake
+            };
             tokio::select! {
-                _ = self.clock.sleep_until(now + wait) => {}
+                _ = self.clock.sleep_until(wake) => {}
                 _ = self.run.wake.notified() => {}
                 _ = self.run.stop_claiming.cancelled() => break,
             }
+        }
+        if let Err(e) = self.store.heartbeat(&self.owner, self.now_ms(), None).await {
+            debug!(error = %e, "leaving the replica set failed; the entry lapses by itself");
         }
     }
 

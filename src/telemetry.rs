@@ -44,6 +44,12 @@ pub const BUILD_INFO: &str = "dtx_build_info";
 pub const ACTIVE: &str = "dtx_active_transactions";
 /// Transactions set aside because no replica can decode them.
 pub const SET_ASIDE: &str = "dtx_trans_set_aside_total";
+/// Looks of this replica's claim loop at a shard's due set.
+pub const CLAIM_LOOKS: &str = "dtx_claim_looks_total";
+/// Shards this replica owns (looks at every `recheck_ms`).
+pub const CLAIM_SHARDS: &str = "dtx_claim_shards";
+/// Replicas alive in the deployment, as this replica last read them.
+pub const REPLICAS_LIVE: &str = "dtx_replicas_live";
 
 /// dtm's names (contract §8.4), kept for existing dashboards.
 pub const DTM_SERVER_INFO: &str = "dtm_server_info";
@@ -107,6 +113,9 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Build information");
     describe_gauge!(ACTIVE, "Transactions this replica drives now");
     describe_counter!(SET_ASIDE, "Transactions set aside as undecodable");
+    describe_counter!(CLAIM_LOOKS, "Looks of the claim loop at a shard");
+    describe_gauge!(CLAIM_SHARDS, "Shards this replica owns");
+    describe_gauge!(REPLICAS_LIVE, "Replicas alive in the deployment");
     describe_gauge!(DTM_SERVER_INFO, "dtm-compatible server info");
     describe_counter!(DTM_PROCESS, "dtm-compatible API request count");
     describe_histogram!(DTM_RESPONSE, Unit::Seconds, "dtm-compatible API latency");
@@ -246,6 +255,17 @@ pub fn backlog(shard: u32, due: u64, oldest: Duration) {
 /// A transaction that cannot be decoded was set aside.
 pub fn set_aside() {
     counter!(SET_ASIDE).increment(1);
+}
+
+/// The claim loop looked at `n` shards.
+pub fn claim_looks(n: usize) {
+    counter!(CLAIM_LOOKS).increment(n as u64);
+}
+
+/// This replica owns `shards` of the shards, `live` replicas are alive.
+pub fn claim_share(shards: usize, live: usize) {
+    gauge!(CLAIM_SHARDS).set(shards as f64);
+    gauge!(REPLICAS_LIVE).set(live as f64);
 }
 
 /// Transactions driven now.

@@ -146,8 +146,10 @@ impl Service {
         }
         let now = engine.now_ms();
         let shard = store.keys().shard_of(&t.gid);
-        store.reset_due(shard, &[t.gid], now, None).await?;
-        engine.note_due(now);
+        store
+            .reset_due(shard, std::slice::from_ref(&t.gid), now, None)
+            .await?;
+        engine.note_due(&t.gid, now);
         Ok(())
     }
 
@@ -164,7 +166,7 @@ impl Service {
         let floor = now.saturating_add(timeout_s.saturating_mul(1000));
         let (count, remaining) = engine.store.reset_due_after(floor, now, limit).await?;
         if count > 0 {
-            engine.note_due(now);
+            engine.note_due_everywhere(now);
         }
         Ok((count, remaining))
     }

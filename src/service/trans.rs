@@ -91,7 +91,7 @@ impl Service {
                 info!(gid = %t.gid, kind = %t.kind, "prepared");
                 telemetry::trans_started(t.kind.as_str());
                 if let Some(at) = due {
-                    engine.note_due(at);
+                    engine.note_due(&t.gid, at);
                 }
                 Ok(())
             }
@@ -246,7 +246,7 @@ impl Service {
                 .await?
                 > 0
             {
-                self.engine.note_due(now);
+                self.engine.note_due(gid, now);
             }
             return Ok(());
         }
@@ -367,7 +367,7 @@ impl Service {
                 info!(gid = %t.gid, "workflow prepared");
                 telemetry::trans_started(t.kind.as_str());
                 if let Some(at) = due {
-                    engine.note_due(at);
+                    engine.note_due(&t.gid, at);
                 }
             }
             Created::Exists(GlobalStatus::Prepared, kind) if kind != TransKind::Workflow => {

@@ -44,12 +44,7 @@ impl Keys {
     /// The shard of `gid`: FNV-1a of its bytes, modulo the shard count.
     /// Stable across versions: changing it is a data migration.
     pub fn shard_of(&self, gid: &str) -> u32 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in gid.as_bytes() {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        (h % u64::from(self.shards)) as u32
+        (fnv1a(gid.bytes()) % u64::from(self.shards)) as u32
     }
 
     /// `<prefix>:{s<shard>}:t:<gid>` and its companions.
@@ -88,6 +83,12 @@ impl Keys {
         (format!("{tag}:data"), format!("{tag}:keys"))
     }
 
+    /// The deployment's replica set (sorted set: replica id to the time it
+    /// is alive until, ms), kept by `lua/heartbeat.lua`.
+    pub fn replicas(&self) -> String {
+        format!("{}:replicas", self.prefix)
+    }
+
     /// The deployment's meta hash (shard count).
     pub fn meta(&self) -> String {
         format!("{}:meta", self.prefix)
@@ -96,6 +97,16 @@ impl Keys {
     fn tag(&self, shard: u32) -> String {
         format!("{}:{{s{shard}}}", self.prefix)
     }
+}
+
+/// 64-bit FNV-1a of `bytes`: cheap, stable across versions and platforms.
+pub(crate) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// The hash tag of a key, as Redis Cluster computes it.

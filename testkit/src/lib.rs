@@ -28,6 +28,15 @@ pub use process::{dtx_command, DtxProcess};
 pub use redis::{Persistence, RedisServer};
 pub use sentinel::{RedisSentinel, SentinelNode, DOWN_AFTER_MS, MASTER_NAME};
 
+/// Waits until `cond` holds, looking every 20 ms; panics after 10 s.
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -210,6 +210,37 @@ impl RedisServer {
             .sum()
     }
 
+    /// Every key under `prefix` but the replica set, sorted: what a
+    /// request may have written (each replica's heartbeat rewrites
+    /// `<prefix>:replicas` on its own, every `recheck_ms`).
+    pub fn data_keys(&self, prefix: &str) -> Vec<String> {
+        let replicas = format!("{prefix}:replicas");
+        let mut keys = self.keys(prefix);
+        keys.retain(|k| *k != replicas);
+        keys
+    }
+
+    /// A digest of [`RedisServer::data_keys`]: their names, values and
+    /// whether each expires.
+    pub fn data_digest(&self, prefix: &str) -> String {
+        let mut c = self.conn();
+        let keys = self.data_keys(prefix);
+        if keys.is_empty() {
+            return String::new();
+        }
+        let values: Vec<String> = redis::cmd("DEBUG")
+            .arg("DIGEST-VALUE")
+            .arg(&keys)
+            .query(&mut c)
+            .unwrap();
+        let mut out = String::new();
+        for (key, value) in keys.iter().zip(values) {
+            let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut c).unwrap();
+            out.push_str(&format!("{key}={value},{}\n", ttl > 0));
+        }
+        out
+    }
+
     /// Every key under `prefix`, sorted.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let mut c = self.conn();

@@ -61,7 +61,7 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
     settings.http.max_body_bytes = 4096;
     let app = TestApp::spawn_with(settings).await;
     let b = Branches::start().await;
-    let keys_before = redis.keys(&app.prefix);
+    let keys_before = redis.data_keys(&app.prefix);
     let good = saga_body("g-ok", &b);
     let with = |k: &str, v: Value| {
         let mut body = good.clone();
@@ -161,7 +161,7 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
         .await;
     assert_eq!(status, 404);
     assert_eq!(
-        redis.keys(&app.prefix),
+        redis.data_keys(&app.prefix),
         keys_before,
         "bad input wrote to Redis"
     );

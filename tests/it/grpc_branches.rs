@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prost::Message as _;
 use serde_json::json;
@@ -17,7 +17,7 @@ use dtx::grpc::pb::{DtmRequest, DtmTransOptions};
 use dtx::proto::workflow::{workflow_server, WorkflowData};
 
 use crate::grpc::client as dtm;
-use crate::support::{gid, prefix, test_settings, RedisServer, TestApp};
+use crate::support::{gid, prefix, test_settings, until, RedisServer, TestApp};
 
 mod busi {
     #![allow(clippy::all, unreachable_pub)]
@@ -181,14 +181,6 @@ pub(crate) fn transfer(gid: &str, addr: &str, amount: i64) -> DtmRequest {
         .to_string(),
         bin_payloads: vec![payload(amount), payload(amount)],
         ..Default::default()
-    }
-}
-
-pub(crate) async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

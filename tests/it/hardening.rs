@@ -157,7 +157,7 @@ async fn branch_headers_cannot_frame_the_request() {
     let redis = RedisServer::start();
     let app = TestApp::spawn(&redis).await;
     let b = Branches::start().await;
-    let before = redis.keys(&app.prefix);
+    let before = redis.data_keys(&app.prefix);
     for name in [
         "Host",
         "content-length",
@@ -176,7 +176,11 @@ async fn branch_headers_cannot_frame_the_request() {
         assert_eq!(status, 400, "{name}: {r}");
         assert!(r["message"].as_str().unwrap().contains(name), "{r}");
     }
-    assert_eq!(redis.keys(&app.prefix), before, "a refused submit wrote");
+    assert_eq!(
+        redis.data_keys(&app.prefix),
+        before,
+        "a refused submit wrote"
+    );
     let g = gid("framing-ok");
     let mut body = saga_body(&g, &b);
     body["branch_headers"] = json!({"X-Tenant": "t1"});
@@ -215,7 +219,7 @@ async fn one_transaction_holds_bounded_rows_and_bytes() {
         .as_str()
         .unwrap()
         .contains("trans.max_topic_subscribers"));
-    let before = redis.keys(&app.prefix);
+    let before = redis.data_keys(&app.prefix);
     let msg = |steps: usize, payload: usize| {
         json!({
             "gid": gid("fanout"),
@@ -247,7 +251,7 @@ async fn one_transaction_holds_bounded_rows_and_bytes() {
     });
     let (status, r) = app.post("submit", &saga).await;
     assert_eq!(status, 400, "{r}");
-    assert_eq!(redis.keys(&app.prefix), before, "a refused call wrote");
+    assert_eq!(redis.data_keys(&app.prefix), before, "a refused call wrote");
     // within the bounds
     let (status, r) = app.post("prepare", &msg(3, 10)).await;
     assert_eq!(status, 200, "{r}");
@@ -410,7 +414,7 @@ async fn register_branch_must_name_the_stored_kind() {
         )
         .await;
     assert_eq!(status, 200, "{r}");
-    let before = redis.keys(&app.prefix);
+    let before = redis.data_keys(&app.prefix);
     let (status, r) = app
         .post(
             "registerBranch",
@@ -426,7 +430,7 @@ async fn register_branch_must_name_the_stored_kind() {
         .await;
     assert_eq!(status, 400, "{r}");
     assert_eq!(app.status(&g).await, "prepared");
-    assert_eq!(redis.keys(&app.prefix), before);
+    assert_eq!(redis.data_keys(&app.prefix), before);
     assert!(app.query(&g).await["branches"]
         .as_array()
         .unwrap()
@@ -441,7 +445,7 @@ async fn cross_site_requests_are_refused_and_change_nothing() {
     let app = TestApp::spawn_with(settings).await;
     let b = Branches::start().await;
     let root = app.root();
-    let before = redis.keys(&app.prefix);
+    let before = redis.data_keys(&app.prefix);
     let subscribe = format!("{}/subscribe?topic=t&url={}", app.base, b.url("s"));
     let g = gid("csrf");
     for (name, value) in [
@@ -468,7 +472,11 @@ async fn cross_site_requests_are_refused_and_change_nothing() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 403, "{name}: {value}");
     }
-    assert_eq!(redis.keys(&app.prefix), before, "a cross-site call wrote");
+    assert_eq!(
+        redis.data_keys(&app.prefix),
+        before,
+        "a cross-site call wrote"
+    );
     // dtx's own pages, a listed origin, and clients that send neither header
     let own = root.clone();
     for headers in [

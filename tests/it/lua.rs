@@ -949,6 +949,46 @@ async fn kv_put_is_guarded_by_version() {
     );
 }
 
+#[tokio::test]
+async fn heartbeat_keeps_live_replicas_and_forgets_lapsed_ones() {
+    let redis = RedisServer::start();
+    let p = prefix();
+    let st = store(&redis, &p).await;
+    let set = st.keys().replicas();
+    assert_eq!(st.heartbeat("b", 1_000, Some(6_000)).await.unwrap(), ["b"]);
+    assert_eq!(
+        st.heartbeat("a", 2_000, Some(3_000)).await.unwrap(),
+        ["a", "b"],
+        "sorted by id"
+    );
+    assert_eq!(zscore(&redis, &set, "a"), Some(3_000.0));
+    // a beat moves the caller's time on
+    assert_eq!(
+        st.heartbeat("b", 2_500, Some(7_500)).await.unwrap(),
+        ["a", "b"]
+    );
+    assert_eq!(zscore(&redis, &set, "b"), Some(7_500.0));
+    // alive until 3_000 means alive at 3_000, gone after it
+    assert_eq!(
+        st.heartbeat("c", 3_000, Some(8_000)).await.unwrap(),
+        ["a", "b", "c"]
+    );
+    assert_eq!(
+        st.heartbeat("c", 3_001, Some(8_001)).await.unwrap(),
+        ["b", "c"]
+    );
+    assert_eq!(zscore(&redis, &set, "a"), None, "a lapsed entry is dropped");
+    // leaving
+    assert_eq!(st.heartbeat("b", 3_002, None).await.unwrap(), ["c"]);
+    assert_eq!(zscore(&redis, &set, "b"), None);
+    assert_eq!(st.heartbeat("b", 3_003, None).await.unwrap(), ["c"]);
+    assert_eq!(
+        st.heartbeat("c", 3_004, None).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(!redis.keys(&p).contains(&set), "an empty set is no key");
+}
+
 #[test]
 fn architecture_lists_every_script_and_no_other() {
     let doc = include_str!("../../ARCHITECTURE.md");

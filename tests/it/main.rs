@@ -25,6 +25,7 @@ mod saga;
 mod scheduler;
 mod security;
 mod sentinel;
+mod sharing;
 mod structure;
 mod support;
 mod topics;

@@ -14,14 +14,6 @@ use dtx::domain::{next, Event, GlobalStatus, TransKind};
 
 use crate::support::{prefix, test_settings, Branches, RedisServer, TestApp};
 
-/// A digest of everything in the test's Redis.
-fn digest(redis: &RedisServer) -> String {
-    redis::cmd("DEBUG")
-        .arg("DIGEST")
-        .query(&mut redis.conn())
-        .unwrap()
-}
-
 /// Waits until the replica drives nothing.
 async fn settle(app: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -151,7 +143,7 @@ fn random_and_mutated_input_never_panics_and_never_writes_when_refused() {
         .run(&arb_request(b.base.clone()), |req| {
             rt.block_on(async {
                 settle(&app).await;
-                let before = digest(&redis);
+                let before = redis.data_digest(&app.prefix);
                 let send = if req.route == "json-rpc" {
                     let method = ["prepare", "submit", "abort", "registerBranch", "forceStop"]
                         [req.body.to_string().len() % 5];
@@ -183,7 +175,13 @@ fn random_and_mutated_input_never_panics_and_never_writes_when_refused() {
                 if status != 200 || rpc_error {
                     refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     settle(&app).await;
-                    prop_assert_eq!(digest(&redis), before, "refused {:?} wrote: {}", req, reply);
+                    prop_assert_eq!(
+                        redis.data_digest(&app.prefix),
+                        before,
+                        "refused {:?} wrote: {}",
+                        req,
+                        reply
+                    );
                 }
                 Ok(())
             })
@@ -225,7 +223,7 @@ fn random_and_mutated_input_never_panics_and_never_writes_when_refused() {
         .run(&(routes, pairs), |(route, pairs)| {
             rt.block_on(async {
                 settle(&app).await;
-                let before = digest(&redis);
+                let before = redis.data_digest(&app.prefix);
                 let query: String = url::form_urlencoded::Serializer::new(String::new())
                     .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
                     .finish();
@@ -238,7 +236,13 @@ fn random_and_mutated_input_never_panics_and_never_writes_when_refused() {
                 let status = r.status().as_u16();
                 prop_assert!(status < 500, "{} {}: {}", route, query, status);
                 if status != 200 {
-                    prop_assert_eq!(digest(&redis), before, "refused {} {} wrote", route, query);
+                    prop_assert_eq!(
+                        redis.data_digest(&app.prefix),
+                        before,
+                        "refused {} {} wrote",
+                        route,
+                        query
+                    );
                 }
                 Ok(())
             })

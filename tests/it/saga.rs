@@ -313,7 +313,16 @@ async fn empty_urls_succeed_without_calls() {
 #[tokio::test]
 async fn a_successful_two_step_saga_costs_two_script_calls() {
     let redis = RedisServer::start();
-    let app = TestApp::spawn(&redis).await;
+    // idle, the claim loop's only script is its heartbeat, once per
+    // recheck: with an hour's recheck it runs once, at start
+    let mut settings = crate::support::test_settings(&redis.url(), &crate::support::prefix());
+    settings.scheduler.recheck_ms = 3_600_000;
+    let app = TestApp::spawn_with(settings).await;
+    let replicas = format!("{}:replicas", app.prefix);
+    crate::support::until("the first heartbeat", || {
+        redis.keys(&app.prefix).contains(&replicas)
+    })
+    .await;
     let b = Branches::start().await;
     let calls = |r: &RedisServer| -> u64 {
         let info: String = redis::cmd("INFO")
@@ -330,7 +339,6 @@ async fn a_successful_two_step_saga_costs_two_script_calls() {
         };
         count("evalsha") + count("eval")
     };
-    // settle the claim loop's own traffic out of the way: it uses no scripts when idle
     let before = calls(&redis);
     let g = gid("saga-cost");
     let mut body = saga_body(&g, &b);

@@ -55,7 +55,7 @@ async fn stage_with(redis: &RedisServer, tune: impl FnOnce(&mut dtx::Settings)) 
     }
 }
 
-fn input(
+pub(crate) fn input(
     gid: &str,
     kind: TransKind,
     steps: &[(&str, &str)],

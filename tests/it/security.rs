@@ -25,7 +25,7 @@ async fn tokens_guard_every_route_but_health() {
         }
         r
     };
-    let before = redis.keys(&app.prefix);
+    let before = redis.data_keys(&app.prefix);
     let g = gid("auth");
     let body = saga_body(&g, &b);
     use reqwest::Method as M;
@@ -43,7 +43,7 @@ async fn tokens_guard_every_route_but_health() {
         assert!(v["message"].is_string());
     }
     assert_eq!(
-        redis.keys(&app.prefix),
+        redis.data_keys(&app.prefix),
         before,
         "a refused call wrote something"
     );
@@ -96,7 +96,7 @@ async fn branch_hosts_outside_the_allow_list_are_refused() {
     let mut settings = test_settings(&redis.url(), &prefix());
     settings.branch.allowed_hosts = allowed.clone();
     let app = TestApp::spawn_with(settings).await;
-    let before = redis.keys(&app.prefix);
+    let before = redis.data_keys(&app.prefix);
     let g = gid("ssrf");
     let mut body = saga_body(&g, &b);
     body["steps"][1]["compensate"] = json!("http://169.254.169.254/latest/meta-data");
@@ -107,7 +107,7 @@ async fn branch_hosts_outside_the_allow_list_are_refused() {
         .get("subscribe?topic=t&url=http://other-host:80/x")
         .await;
     assert_eq!(status, 400);
-    assert_eq!(redis.keys(&app.prefix), before);
+    assert_eq!(redis.data_keys(&app.prefix), before);
     let mut body = saga_body(&g, &b);
     body["wait_result"] = json!(true);
     let (status, _) = app.post("submit", &body).await;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use prost::Message as _;
 use serde_json::{json, Value};
 
-use crate::grpc_branches::{transfer, until, Busi};
-use crate::support::{free_port, gid, saga_body, start_dtx, Branches, RedisServer, TestApp};
+use crate::grpc_branches::{transfer, Busi};
+use crate::support::{free_port, gid, saga_body, start_dtx, until, Branches, RedisServer, TestApp};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 

@@ -85,20 +85,24 @@ impl Store {
         })
     }
 
-    /// [`Store::claim_due`] for every shard at once, pipelined on one
+    /// [`Store::claim_due`] for each of `shards` at once, pipelined on one
     /// connection of the read pool (a claim reads up to `limit` entries and
     /// may lease as many: never on the hot path's connection); one result
-    /// per shard, in shard order.
-    pub async fn claim_every_shard(
+    /// per shard, in the order of `shards`.
+    pub async fn claim_shards(
         &self,
+        shards: &[u32],
         now_ms: u64,
         lease_until_ms: u64,
         owner: &str,
         limit: usize,
     ) -> Result<Vec<Result<Claim, StoreError>>, StoreError> {
+        if shards.is_empty() {
+            return Ok(Vec::new());
+        }
         let pooled = self.read_conn().await?;
         let shared = &pooled.conn;
-        let claims = (0..self.keys.shards()).map(|shard| {
+        let claims = shards.iter().map(|&shard| {
             let mut conn = shared.clone();
             async move {
                 self.claim_on(&mut conn, shard, now_ms, lease_until_ms, owner, limit)

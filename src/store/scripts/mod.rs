@@ -7,6 +7,7 @@ use redis::{Script, ScriptInvocation, ToRedisArgs};
 
 mod claim_due;
 mod create_trans;
+mod heartbeat;
 mod kv_put;
 mod prune_created;
 mod record;
@@ -121,6 +122,7 @@ scripts!(
     reset_due: "reset_due",
     kv_put: "kv_put",
     set_aside: "set_aside",
+    heartbeat: "heartbeat",
 );
 
 impl Default for Scripts {
