@@ -277,9 +277,11 @@ impl Engine {
         }
     }
 
-    /// Housekeeping until [`Engine::drain`] begins: drops creation-index
-    /// entries of transactions whose retention ran out, so the index does
-    /// not grow without bound. Every replica may run it; the script makes
+    /// Housekeeping until [`Engine::drain`] begins, on the shards this
+    /// replica owns: drops creation-index entries of transactions whose
+    /// retention ran out, so the index does not grow without bound, and
+    /// reports the due backlog (0 for the shards of others, whose owners
+    /// report them). Ownership only spreads the work: the script makes
     /// concurrent runs harmless.
     pub async fn run_maintenance(self: Arc<Self>) {
         const BATCH: usize = 1000;
@@ -288,7 +290,12 @@ impl Engine {
             let cutoff = self.now_ms().saturating_sub(retention);
             let mut full = false;
             let now = self.now_ms();
+            let mine = self.looks().mine();
             for shard in 0..self.store.keys().shards() {
+                if !mine.contains(&shard) {
+                    telemetry::backlog(shard, 0, Duration::ZERO);
+                    continue;
+                }
                 match self.store.prune_created(shard, cutoff, BATCH).await {
                     Ok(n) => full |= n >= BATCH,
                     Err(e) => debug!(shard, error = %e, "pruning the creation index failed"),
