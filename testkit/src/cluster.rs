@@ -47,21 +47,15 @@ impl RedisCluster {
                 )
             })
             .collect();
-        let mut create = Command::new("redis-cli");
-        create.arg("--cluster").arg("create");
-        for n in &nodes {
-            create.arg(format!("127.0.0.1:{}", n.port));
+        if masters >= 3 {
+            create(&nodes, replicas);
+        } else {
+            assert_eq!(
+                replicas, 0,
+                "a cluster of fewer than 3 masters has no replicas here"
+            );
+            join_by_hand(&nodes);
         }
-        let out = create
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("tests need redis-cli on PATH (apt-get install redis-server)");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
         let cluster = Self { nodes };
         cluster.wait_healthy(masters, replicas);
         cluster
@@ -143,6 +137,55 @@ impl RedisCluster {
                 ms.len()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `redis-cli --cluster create` (it wants 3 masters at least).
+fn create(nodes: &[RedisServer], replicas: usize) {
+    let mut create = Command::new("redis-cli");
+    create.arg("--cluster").arg("create");
+    for n in nodes {
+        create.arg(format!("127.0.0.1:{}", n.port));
+    }
+    let out = create
+        .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("tests need redis-cli on PATH (apt-get install redis-server)");
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster create failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// One or two masters, which `redis-cli --cluster create` refuses: each
+/// node takes an even range of the 16384 slots and meets the first.
+fn join_by_hand(nodes: &[RedisServer]) {
+    const SLOTS: usize = 16384;
+    let (_, bus): (String, u16) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("cluster-port")
+        .query(&mut nodes[0].conn())
+        .expect("CONFIG GET cluster-port");
+    for (i, n) in nodes.iter().enumerate() {
+        let (from, to) = (SLOTS * i / nodes.len(), SLOTS * (i + 1) / nodes.len() - 1);
+        let mut c = n.conn();
+        let _: () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(from)
+            .arg(to)
+            .query(&mut c)
+            .expect("CLUSTER ADDSLOTSRANGE (Redis 7)");
+        if i > 0 {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(nodes[0].port)
+                .arg(bus)
+                .query(&mut c)
+                .expect("CLUSTER MEET");
         }
     }
 }
