@@ -7,7 +7,12 @@
 //! ```text
 //! cargo bench --bench load -- <workload> [--conc N] [--secs S] [--rate R] [--aof] [--count N]
 //! workloads: w0 w1 w2 w3 w4 w5 w6 fanout redis dtmrs all
+//! cargo bench --bench load -- cluster [--masters 1,2,3] [--shards 16]   (see load/cluster.rs)
+//! cargo bench --bench load -- spread
 //! ```
+
+#[path = "load/cluster.rs"]
+mod cluster;
 
 use std::collections::HashMap;
 use std::net::UdpSocket;
@@ -49,8 +54,13 @@ fn start_redis(aof: bool) -> RedisServer {
 
 /// A dtx replica with its default settings and `extra` on top.
 fn start_dtx(redis: &RedisServer, extra: &[(&str, &str)]) -> (Proc, String) {
+    start_dtx_at(&redis.url(), extra)
+}
+
+/// [`start_dtx`] on the Redis (or cluster) at `url`.
+fn start_dtx_at(url: &str, extra: &[(&str, &str)]) -> (Proc, String) {
     let port = free_port();
-    let mut cmd = dtx_command(env!("CARGO_BIN_EXE_dtx").as_ref(), &redis.url(), port);
+    let mut cmd = dtx_command(env!("CARGO_BIN_EXE_dtx").as_ref(), url, port);
     cmd.envs(extra.iter().copied());
     let dtx = DtxProcess::spawn(cmd, port);
     let base = dtx.base.clone();
@@ -745,6 +755,10 @@ struct Opts {
     aof: bool,
     count: u64,
     otel: bool,
+    /// `cluster`: the cluster sizes to run.
+    masters: Vec<usize>,
+    /// `cluster`: `redis.shards`.
+    shards: u32,
 }
 
 /// Checks the branch calls of a run: each listed path was called exactly
@@ -1321,6 +1335,8 @@ fn parse_opts(args: &[String]) -> Opts {
         aof: false,
         count: 100_000,
         otel: false,
+        masters: vec![1, 2, 3],
+        shards: 16,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -1332,6 +1348,8 @@ fn parse_opts(args: &[String]) -> Opts {
             "--aof" => o.aof = true,
             "--otel" => o.otel = true,
             "--count" => o.count = val().parse().unwrap_or(100_000),
+            "--masters" => o.masters = val().split(',').filter_map(|v| v.parse().ok()).collect(),
+            "--shards" => o.shards = val().parse().unwrap_or(16),
             _ => {}
         }
     }
@@ -1361,7 +1379,9 @@ fn main() {
     let which = args.first().cloned().unwrap_or_else(|| "help".into());
     let o = parse_opts(&args[1.min(args.len())..]);
     rt.block_on(async {
-        header();
+        if which != "cluster" && which != "spread" {
+            header();
+        }
         let all = which == "all";
         if all || which == "fanout" {
             fanout(&o).await;
@@ -1405,8 +1425,14 @@ fn main() {
                 None => eprintln!("dtmrs is not installed (cargo install dtmrs --features redis): peer baseline skipped"),
             }
         }
+        if which == "cluster" {
+            cluster::scaling(&o).await;
+        }
+        if which == "spread" {
+            cluster::spread().await;
+        }
         if which == "help" {
-            eprintln!("usage: cargo bench --bench load -- <w0|w1|w1-grpc|w2|w3|w4|w5|w6|reads|fanout|redis|dtmrs|all> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N] [--otel]");
+            eprintln!("usage: cargo bench --bench load -- <w0|w1|w1-grpc|w2|w3|w4|w5|w6|reads|fanout|redis|dtmrs|all|cluster|spread> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N] [--otel] [--masters 1,2,3] [--shards 16]");
         }
     });
 }
