@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -285,25 +286,45 @@ impl Engine {
     /// concurrent runs harmless.
     pub async fn run_maintenance(self: Arc<Self>) {
         const BATCH: usize = 1000;
+        const PRUNE_AT_ONCE: usize = 32;
         let retention = self.store.finished_ttl_ms();
         while !self.run.stop_claiming.is_cancelled() {
             let cutoff = self.now_ms().saturating_sub(retention);
             let mut full = false;
             let now = self.now_ms();
             let mine = self.looks().mine();
-            for shard in 0..self.store.keys().shards() {
-                if !mine.contains(&shard) {
-                    telemetry::backlog(shard, 0, Duration::ZERO);
-                    continue;
-                }
-                match self.store.prune_created(shard, cutoff, BATCH).await {
+            let mut owned = vec![false; self.store.keys().shards() as usize];
+            for &shard in &mine {
+                owned[shard as usize] = true;
+            }
+            for (shard, _) in owned.iter().enumerate().filter(|(_, mine)| !**mine) {
+                telemetry::backlog(shard as u32, 0, Duration::ZERO);
+            }
+            // a few shards at a time: each round's reads share one write
+            let store = &self.store;
+            let prunes = mine.clone().into_iter().map(move |shard| async move {
+                (shard, store.prune_created(shard, cutoff, BATCH).await)
+            });
+            let pruned: Vec<_> = futures_util::stream::iter(prunes)
+                .buffer_unordered(PRUNE_AT_ONCE)
+                .collect()
+                .await;
+            for (shard, result) in pruned {
+                match result {
                     Ok(n) => full |= n >= BATCH,
                     Err(e) => debug!(shard, error = %e, "pruning the creation index failed"),
                 }
-                if let Ok((due, oldest)) = self.store.due_stats(shard, now).await {
-                    let age = oldest.map(|o| now.saturating_sub(o)).unwrap_or(0);
-                    telemetry::backlog(shard, due, Duration::from_millis(age));
+            }
+            match self.store.due_stats(&mine, now).await {
+                Ok(stats) => {
+                    for (&shard, stat) in mine.iter().zip(stats) {
+                        if let Ok((due, oldest)) = stat {
+                            let age = oldest.map(|o| now.saturating_sub(o)).unwrap_or(0);
+                            telemetry::backlog(shard, due, Duration::from_millis(age));
+                        }
+                    }
                 }
+                Err(e) => debug!(error = %e, "reading the due backlog failed"),
             }
             telemetry::active(self.active());
             let pause = if full { 10 } else { 1000 };

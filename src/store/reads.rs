@@ -10,15 +10,32 @@ use super::{Conn, KvEntry, Store, StoreError};
 use crate::domain::{GlobalStatus, Trans, TransKind};
 
 impl Store {
-    /// How many transactions of `shard` are due at `now_ms`, and the
-    /// earliest due time among them.
+    /// For each of `shards`: how many transactions are due at `now_ms`,
+    /// and the earliest due time among them; one result per shard, in the
+    /// order of `shards`, all on one connection of the read pool.
     pub async fn due_stats(
         &self,
+        shards: &[u32],
+        now_ms: u64,
+    ) -> Result<Vec<Result<(u64, Option<u64>), StoreError>>, StoreError> {
+        if shards.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pooled = self.read_conn().await?;
+        let shared = &pooled.conn;
+        let stats = shards.iter().map(|&shard| {
+            let mut conn = shared.clone();
+            async move { self.due_stats_on(&mut conn, shard, now_ms).await }
+        });
+        Ok(futures_util::future::join_all(stats).await)
+    }
+
+    async fn due_stats_on(
+        &self,
+        conn: &mut Conn,
         shard: u32,
         now_ms: u64,
     ) -> Result<(u64, Option<u64>), StoreError> {
-        let mut pooled = self.read_conn().await?;
-        let conn = &mut pooled.conn;
         let (count, head): (u64, Vec<(String, f64)>) = redis::pipe()
             .cmd("ZCOUNT")
             .arg(self.keys.due(shard))
