@@ -88,6 +88,12 @@ impl Branches {
         }
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        let port = self.base.rsplit(':').next().unwrap_or_default();
+        port.parse().expect("base ends with the port")
+    }
+
     /// The URL of `path` (e.g. "a1").
     pub fn url(&self, path: &str) -> String {
         format!("{}/{path}", self.base)

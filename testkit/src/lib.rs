@@ -11,6 +11,7 @@ mod cluster;
 mod etcd;
 mod load;
 mod process;
+mod proxy;
 mod redis;
 mod sentinel;
 pub mod timings;
@@ -25,6 +26,7 @@ pub use cluster::{cluster_field, RedisCluster, NODE_TIMEOUT_MS};
 pub use etcd::EtcdServer;
 pub use load::{check_each_ended_once, LoadOutcome, SagaLoad};
 pub use process::{dtx_command, DtxProcess};
+pub use proxy::{Fault, FaultProxy};
 pub use redis::{Persistence, RedisServer};
 pub use sentinel::{RedisSentinel, SentinelNode, DOWN_AFTER_MS, MASTER_NAME};
 

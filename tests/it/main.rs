@@ -15,6 +15,7 @@ mod grpc_branches;
 mod hardening;
 mod health_and_metrics;
 mod jsonrpc;
+mod links;
 mod lua;
 mod msg;
 mod operator_routes;
