@@ -6,6 +6,7 @@
 //! runs on 127.0.0.1 and cleans up after itself.
 
 mod app;
+mod bank;
 mod branches;
 mod cluster;
 mod etcd;
@@ -21,6 +22,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 pub use app::{gid, prefix, test_settings, wait_status_at, StatusSource, TestApp};
+pub use bank::{Bank, BankFaults};
 pub use branches::{saga_body, Branches, Call, Reply};
 pub use cluster::{cluster_field, RedisCluster, NODE_TIMEOUT_MS};
 pub use etcd::EtcdServer;

@@ -10,6 +10,7 @@ mod deployment;
 mod dtmcli;
 mod durability;
 mod etcd;
+mod faults;
 mod grpc;
 mod grpc_branches;
 mod hardening;
