@@ -22,6 +22,16 @@ use crate::support::{
 const ACCOUNTS: usize = 20;
 const EACH: i64 = 100;
 
+/// How long a test's load runs: `short` seconds, or `DTX_FAULT_SECS` (the
+/// long form: `DTX_FAULT_SECS=600 cargo test --test it -- faults`).
+fn load_secs(short: u64) -> Duration {
+    let secs = std::env::var("DTX_FAULT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(short);
+    Duration::from_secs(secs)
+}
+
 /// The final status of `gid` through the replica at `base`
 /// (`.../api/dtmsvr`); "" when Redis holds no such transaction. A replica
 /// that cannot answer now (503, say) is asked again.
@@ -177,7 +187,7 @@ async fn transfers_under_branch_faults_move_money_once_or_not_at_all() {
     let bases = Arc::new(Mutex::new(
         replicas.iter().map(|r| r.base.clone()).collect(),
     ));
-    let sent = transfers(&bank, &bases, 6, Instant::now() + Duration::from_secs(3)).await;
+    let sent = transfers(&bank, &bases, 6, Instant::now() + load_secs(3)).await;
     let ended = check_transfers(&replicas[0].base, &bank, &sent).await;
     assert!(ended.succeeded > 0 && ended.failed > 0, "both outcomes");
     let injected = bank.injected();
@@ -205,31 +215,38 @@ async fn transfers_through_replica_kills_pauses_and_a_redis_crash() {
     let bases = Arc::new(Mutex::new(
         replicas.iter().map(|r| r.base.clone()).collect(),
     ));
+    let end = Instant::now() + load_secs(7);
     let load = tokio::spawn({
         let (bank, bases) = (bank.clone(), bases.clone());
-        async move { transfers(&bank, &bases, 6, Instant::now() + Duration::from_secs(7)).await }
+        async move { transfers(&bank, &bases, 6, end).await }
     });
     let pause = |ms| tokio::time::sleep(Duration::from_millis(ms));
-    // a replica SIGKILLed mid-load, and started again
-    pause(1_000).await;
-    replicas[0].kill();
-    pause(700).await;
-    replicas[0] = start_dtx(&redis, &p, &env);
-    bases.lock().unwrap()[0] = replicas[0].base.clone();
-    // another stopped past its lease (1.5 s), then continued: it must not
-    // overwrite what the others did meanwhile
-    pause(500).await;
-    replicas[1].signal("STOP");
-    pause(2_500).await;
-    replicas[1].signal("CONT");
-    // Redis SIGKILLed (AOF always) and started again
-    pause(500).await;
-    redis = tokio::task::spawn_blocking(move || {
-        redis.restart();
-        redis
-    })
-    .await
-    .unwrap();
+    let mut cycles = 0;
+    // one cycle of faults takes about 5.7 s; the long form repeats it
+    while Instant::now() + Duration::from_millis(5_700) <= end || cycles == 0 {
+        cycles += 1;
+        // a replica SIGKILLed mid-load, and started again
+        pause(1_000).await;
+        replicas[0].kill();
+        pause(700).await;
+        replicas[0] = start_dtx(&redis, &p, &env);
+        bases.lock().unwrap()[0] = replicas[0].base.clone();
+        // another stopped past its lease (1.5 s), then continued: it must
+        // not overwrite what the others did meanwhile
+        pause(500).await;
+        replicas[1].signal("STOP");
+        pause(2_500).await;
+        replicas[1].signal("CONT");
+        // Redis SIGKILLed (AOF always) and started again
+        pause(500).await;
+        redis = tokio::task::spawn_blocking(move || {
+            redis.restart();
+            redis
+        })
+        .await
+        .unwrap();
+    }
+    eprintln!("fault cycles: {cycles} (replica kill, replica pause, Redis kill each)");
     let sent = load.await.unwrap();
     let ended = check_transfers(&replicas[2].base, &bank, &sent).await;
     assert!(ended.succeeded > 0, "transfers went through");
