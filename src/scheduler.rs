@@ -14,7 +14,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -147,6 +146,7 @@ impl Engine {
             claimed: 0,
             more: false,
         };
+        self.looks().begin(shards);
         let claims = match self
             .store
             .claim_shards(shards, now, lease_until, &self.owner, batch)
@@ -217,7 +217,7 @@ impl Engine {
     /// forget this one once its entry lapses, and look at every shard
     /// anyway, more rarely).
     async fn beat(&self, now: u64) {
-        let alive_until = now + self.heartbeat_ttl_ms();
+        let alive_until = now.saturating_add(self.heartbeat_ttl_ms());
         match self
             .store
             .heartbeat(&self.owner, now, Some(alive_until))
@@ -248,7 +248,7 @@ impl Engine {
             let now = self.now_ms();
             if now >= next_beat {
                 self.beat(now).await;
-                next_beat = now + recheck;
+                next_beat = now.saturating_add(recheck);
             }
             let outcome = self.tick_planned().await;
             if outcome.more {
@@ -286,7 +286,6 @@ impl Engine {
     /// concurrent runs harmless.
     pub async fn run_maintenance(self: Arc<Self>) {
         const BATCH: usize = 1000;
-        const PRUNE_AT_ONCE: usize = 32;
         let retention = self.store.finished_ttl_ms();
         while !self.run.stop_claiming.is_cancelled() {
             let cutoff = self.now_ms().saturating_sub(retention);
@@ -300,20 +299,18 @@ impl Engine {
             for (shard, _) in owned.iter().enumerate().filter(|(_, mine)| !**mine) {
                 telemetry::backlog(shard as u32, 0, Duration::ZERO);
             }
-            // a few shards at a time: each round's reads share one write
-            let store = &self.store;
-            let prunes = mine.clone().into_iter().map(move |shard| async move {
-                (shard, store.prune_created(shard, cutoff, BATCH).await)
-            });
-            let pruned: Vec<_> = futures_util::stream::iter(prunes)
-                .buffer_unordered(PRUNE_AT_ONCE)
-                .collect()
-                .await;
-            for (shard, result) in pruned {
-                match result {
-                    Ok(n) => full |= n >= BATCH,
-                    Err(e) => debug!(shard, error = %e, "pruning the creation index failed"),
+            match self.store.prune_shards(&mine, cutoff, BATCH).await {
+                Ok(pruned) => {
+                    for (&shard, result) in mine.iter().zip(pruned) {
+                        match result {
+                            Ok(n) => full |= n >= BATCH,
+                            Err(e) => {
+                                debug!(shard, error = %e, "pruning the creation index failed")
+                            }
+                        }
+                    }
                 }
+                Err(e) => debug!(error = %e, "pruning the creation index failed"),
             }
             match self.store.due_stats(&mine, now).await {
                 Ok(stats) => {

@@ -38,6 +38,9 @@ struct Shard {
     mine: bool,
     /// When to look next, ms.
     next_ms: u64,
+    /// The earliest due time noted since the current look began (`u64::MAX`:
+    /// none), so a note made while a look is under way outlives it.
+    noted_ms: u64,
 }
 
 impl Looks {
@@ -52,6 +55,7 @@ impl Looks {
                 Shard {
                     mine: true,
                     next_ms: now_ms,
+                    noted_ms: u64::MAX,
                 };
                 shards as usize
             ],
@@ -109,6 +113,16 @@ impl Looks {
             .unwrap_or(u64::MAX)
     }
 
+    /// A look at `shards` begins: what is noted from now on is kept for
+    /// after it, as the look may read Redis before the noted write lands.
+    pub fn begin(&mut self, shards: &[u32]) {
+        for &shard in shards {
+            if let Some(s) = self.shards.get_mut(shard as usize) {
+                s.noted_ms = u64::MAX;
+            }
+        }
+    }
+
     /// A look at `shard` at `now_ms` found `next_due` as the earliest due
     /// time left, and filled its batch when `full`; `None` for `next_due`
     /// and `false` for `full` after a look that failed.
@@ -118,21 +132,26 @@ impl Looks {
         let Some(s) = self.shards.get_mut(shard as usize) else {
             return;
         };
-        s.next_ms = if full {
+        let next = if full {
             now_ms
         } else if s.mine {
-            next_due.unwrap_or(u64::MAX).min(now_ms + recheck)
+            next_due
+                .unwrap_or(u64::MAX)
+                .min(now_ms.saturating_add(recheck))
         } else {
             next_due
                 .map_or(u64::MAX, |d| d.saturating_add(recheck))
-                .min(now_ms + others)
+                .min(now_ms.saturating_add(others))
         };
+        s.next_ms = next.min(s.noted_ms);
+        s.noted_ms = u64::MAX;
     }
 
     /// Something in `shard` is due at `at_ms` (this replica scheduled it).
     pub fn note(&mut self, shard: u32, at_ms: u64) {
         if let Some(s) = self.shards.get_mut(shard as usize) {
             s.next_ms = s.next_ms.min(at_ms);
+            s.noted_ms = s.noted_ms.min(at_ms);
         }
     }
 
@@ -140,6 +159,7 @@ impl Looks {
     pub fn note_all(&mut self, at_ms: u64) {
         for s in &mut self.shards {
             s.next_ms = s.next_ms.min(at_ms);
+            s.noted_ms = s.noted_ms.min(at_ms);
         }
     }
 }
@@ -269,6 +289,7 @@ mod tests {
         looks.looked(other, 0, None, false);
         looks.note(other, 7);
         assert!(looks.plan(7).contains(&other));
+        looks.begin(&[other]);
         looks.looked(other, 8, None, true);
         assert!(looks.plan(8).contains(&other), "full: look again at once");
         assert_eq!(looks.wake_at(), 8);
@@ -277,6 +298,23 @@ mod tests {
         }
         looks.note_all(12);
         assert_eq!(looks.plan(12).len(), 8);
+    }
+
+    #[test]
+    fn a_note_made_while_a_look_is_under_way_outlives_it() {
+        let mut looks = Looks::new("me", 2, 100, 0);
+        looks.looked(1, 0, None, false);
+        looks.begin(&[0]);
+        // a pass schedules something in shard 0 while its look reads Redis
+        looks.note(0, 30);
+        looks.looked(0, 10, None, false);
+        assert_eq!(looks.plan(30), [0], "the note survives the look");
+        // a note from before the look began is the look's own business
+        looks.note(0, 40);
+        looks.begin(&[0]);
+        looks.looked(0, 45, Some(500), false);
+        assert!(!looks.plan(144).contains(&0));
+        assert!(looks.plan(145).contains(&0));
     }
 
     #[test]
