@@ -1,20 +1,34 @@
 //! The wrapper of `lua/prune_created.lua`.
 
 use crate::store::codec::{int, split_reply, unexpected, ScriptCode};
-use crate::store::{Store, StoreError};
+use crate::store::{Conn, Store, StoreError};
 
 impl Store {
     /// Drops up to `limit` entries of `shard`'s creation index created
     /// before `cutoff_ms` whose transaction has expired
-    /// (`lua/prune_created.lua`). Returns how many were dropped.
+    /// (`lua/prune_created.lua`), on a connection of the read pool (never
+    /// in front of the hot path's scripts). Returns how many were dropped.
     pub async fn prune_created(
         &self,
         shard: u32,
         cutoff_ms: u64,
         limit: usize,
     ) -> Result<usize, StoreError> {
+        let mut pooled = self.read_conn().await?;
+        self.prune_on(&mut pooled.conn, shard, cutoff_ms, limit)
+            .await
+    }
+
+    /// The prune of one shard on `conn` (the wrapper proper: the lint
+    /// reads it with [`Store::prune_created`]).
+    async fn prune_on(
+        &self,
+        conn: &mut Conn,
+        shard: u32,
+        cutoff_ms: u64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
         let created = self.keys.created(shard);
-        let mut conn = self.conn.clone();
         let old: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(&created)
             .arg("-inf")
@@ -22,7 +36,7 @@ impl Store {
             .arg("LIMIT")
             .arg(0)
             .arg(limit)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
         if old.is_empty() {
             return Ok(0);
@@ -36,11 +50,32 @@ impl Store {
         for gid in &old {
             inv.arg(gid);
         }
-        let reply = self.eval(&inv).await?;
+        let reply = self.eval_on(conn, &inv).await?;
         let (code, rest) = split_reply(&reply)?;
         if code != ScriptCode::Ok {
             return Err(unexpected(inv.of.name, code));
         }
         Ok(rest.first().map(int).transpose()?.unwrap_or(0) as usize)
+    }
+
+    /// [`Store::prune_created`] for each of `shards`, pipelined on one
+    /// connection of the read pool; one result per shard, in the order of
+    /// `shards`.
+    pub async fn prune_shards(
+        &self,
+        shards: &[u32],
+        cutoff_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Result<usize, StoreError>>, StoreError> {
+        if shards.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pooled = self.read_conn().await?;
+        let shared = &pooled.conn;
+        let prunes = shards.iter().map(|&shard| {
+            let mut conn = shared.clone();
+            async move { self.prune_on(&mut conn, shard, cutoff_ms, limit).await }
+        });
+        Ok(futures_util::future::join_all(prunes).await)
     }
 }
