@@ -37,8 +37,11 @@ struct Ledger {
     /// (gid, branch id, op) already handled, with its answer: a repeat
     /// changes nothing and gets the same answer.
     done: HashMap<(String, String, String), (StatusCode, &'static str)>,
-    /// (gid, branch id) whose action moved money and was not compensated.
-    applied: HashSet<(String, String)>,
+    /// By gid: the branches whose action moved money and was not
+    /// compensated.
+    applied: HashMap<String, HashSet<String>>,
+    /// Gids an action of which the bank refused.
+    refused: HashSet<String>,
     /// Faults injected, by kind.
     injected: HashMap<&'static str, u64>,
     rng: Option<fastrand::Rng>,
@@ -105,15 +108,12 @@ impl Bank {
 
     /// The branches of `gid` whose action moved money and stays applied.
     pub fn applied(&self, gid: &str) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .ledger
-            .lock()
-            .unwrap()
+        let ledger = self.ledger.lock().unwrap();
+        let mut v: Vec<String> = ledger
             .applied
-            .iter()
-            .filter(|(g, _)| g == gid)
-            .map(|(_, b)| b.clone())
-            .collect();
+            .get(gid)
+            .map(|b| b.iter().cloned().collect())
+            .unwrap_or_default();
         v.sort();
         v
     }
@@ -121,12 +121,7 @@ impl Bank {
     /// Whether the bank refused an action of `gid` (the only reason a
     /// transfer may fail: its faults are all retryable).
     pub fn refused(&self, gid: &str) -> bool {
-        self.ledger
-            .lock()
-            .unwrap()
-            .done
-            .iter()
-            .any(|((g, _, _), (status, _))| g == gid && *status == StatusCode::CONFLICT)
+        self.ledger.lock().unwrap().refused.contains(gid)
     }
 
     /// Faults injected so far, by kind.
@@ -234,24 +229,28 @@ impl Ledger {
         };
         let account = if action == "out" { from } else { to };
         let delta = if action == "out" { -amount } else { amount };
-        let applied_key = (gid.to_owned(), branch.to_owned());
         if undo {
             self.done.insert(key, SUCCESS);
             // the action may not run any more, whether it ran or not
             self.done
                 .entry((gid.to_owned(), branch.to_owned(), action.to_owned()))
                 .or_insert(SUCCESS);
-            if self.applied.remove(&applied_key) {
+            let was_applied = self.applied.get_mut(gid).is_some_and(|b| b.remove(branch));
+            if was_applied {
                 *self.balances.entry(account.to_owned()).or_default() -= delta;
             }
             return (SUCCESS.0, SUCCESS.1.to_owned());
         }
         let balance = self.balances.entry(account.to_owned()).or_default();
         let answer = if *balance + delta < 0 {
+            self.refused.insert(gid.to_owned());
             REFUSED
         } else {
             *balance += delta;
-            self.applied.insert(applied_key);
+            self.applied
+                .entry(gid.to_owned())
+                .or_default()
+                .insert(branch.to_owned());
             SUCCESS
         };
         self.done.insert(key, answer);

@@ -19,8 +19,9 @@ pub enum Fault {
     Pass,
     /// Hold every chunk this long before forwarding it.
     Delay(Duration),
-    /// Accept connections and read what arrives, forward nothing until
-    /// the fault ends (then what was held goes through, in order).
+    /// Keep connections open and forward nothing until the fault ends
+    /// (each direction holds the chunk it read; then everything goes
+    /// through, in order).
     Hold,
     /// Reset every new connection at once; open ones go on.
     Refuse,
@@ -34,8 +35,8 @@ struct Shared {
     accepted: AtomicU64,
 }
 
-/// The proxy; it stops accepting when dropped (open connections end when
-/// their peers close).
+/// The proxy; when dropped it stops accepting and resets every open
+/// connection.
 pub struct FaultProxy {
     /// The port it listens on.
     pub port: u16,

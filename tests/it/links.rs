@@ -24,7 +24,7 @@ async fn schedule(proxy: &FaultProxy, steps: &[(Fault, u64)], reset_after: bool)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_faulty_redis_link_loses_and_repeats_nothing_acknowledged() {
+async fn a_faulty_redis_link_loses_nothing_acknowledged() {
     let redis = RedisServer::start();
     let proxy = FaultProxy::start(redis.port).await;
     let mut settings = test_settings(&format!("redis://127.0.0.1:{}", proxy.port), &prefix());

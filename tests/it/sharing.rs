@@ -151,7 +151,8 @@ async fn replicas_share_the_shards_and_a_silent_owner_starves_none() {
         gids.push(g);
     }
     for g in &gids {
-        wait_status_at(&apps[1], g, "succeed", 5).await;
+        // due + a recheck, or the 4-recheck cap, and the saga's own calls
+        wait_status_at(&apps[1], g, "succeed", 3).await;
         assert_eq!(b.paths_for(g), ["a1", "a2"], "{g}");
     }
 
@@ -182,8 +183,16 @@ async fn replicas_share_the_shards_and_a_silent_owner_starves_none() {
         );
     }
 
-    // the joiner leaves on a graceful stop: its shards go back
+    // the joiner leaves on a graceful stop, at once (not by lapsing): its
+    // shards go back
+    let joiner_id = joiner.engine.owner.clone();
     joiner.stop().await;
+    let left: Option<f64> = redis::cmd("ZSCORE")
+        .arg(store.keys().replicas())
+        .arg(&joiner_id)
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(left, None, "a graceful stop leaves the replica set");
     until("every replica sees the joiner leave", || sees(&engines, 3)).await;
     assert_eq!(shares(&engines, &[]), three);
 
