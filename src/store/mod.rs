@@ -106,6 +106,26 @@ impl Store {
         self.reads.get().await
     }
 
+    /// `each` for every one of `shards`, concurrently on one connection of
+    /// the read pool (the calls are pipelined, never on the hot path's
+    /// connection); one result per shard, in the order of `shards`.
+    async fn on_each_shard<T, F, Fut>(
+        &self,
+        shards: &[u32],
+        each: F,
+    ) -> Result<Vec<Result<T, StoreError>>, StoreError>
+    where
+        F: Fn(Conn, u32) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        if shards.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pooled = self.read_conn().await?;
+        let calls = shards.iter().map(|&shard| each(pooled.conn.clone(), shard));
+        Ok(futures_util::future::join_all(calls).await)
+    }
+
     /// The key layout.
     pub fn keys(&self) -> &Keys {
         &self.keys

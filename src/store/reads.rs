@@ -18,16 +18,10 @@ impl Store {
         shards: &[u32],
         now_ms: u64,
     ) -> Result<Vec<Result<(u64, Option<u64>), StoreError>>, StoreError> {
-        if shards.is_empty() {
-            return Ok(Vec::new());
-        }
-        let pooled = self.read_conn().await?;
-        let shared = &pooled.conn;
-        let stats = shards.iter().map(|&shard| {
-            let mut conn = shared.clone();
-            async move { self.due_stats_on(&mut conn, shard, now_ms).await }
-        });
-        Ok(futures_util::future::join_all(stats).await)
+        self.on_each_shard(shards, |mut conn, shard| async move {
+            self.due_stats_on(&mut conn, shard, now_ms).await
+        })
+        .await
     }
 
     async fn due_stats_on(

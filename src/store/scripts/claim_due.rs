@@ -97,18 +97,10 @@ impl Store {
         owner: &str,
         limit: usize,
     ) -> Result<Vec<Result<Claim, StoreError>>, StoreError> {
-        if shards.is_empty() {
-            return Ok(Vec::new());
-        }
-        let pooled = self.read_conn().await?;
-        let shared = &pooled.conn;
-        let claims = shards.iter().map(|&shard| {
-            let mut conn = shared.clone();
-            async move {
-                self.claim_on(&mut conn, shard, now_ms, lease_until_ms, owner, limit)
-                    .await
-            }
-        });
-        Ok(futures_util::future::join_all(claims).await)
+        self.on_each_shard(shards, |mut conn, shard| async move {
+            self.claim_on(&mut conn, shard, now_ms, lease_until_ms, owner, limit)
+                .await
+        })
+        .await
     }
 }

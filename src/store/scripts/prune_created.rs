@@ -67,15 +67,9 @@ impl Store {
         cutoff_ms: u64,
         limit: usize,
     ) -> Result<Vec<Result<usize, StoreError>>, StoreError> {
-        if shards.is_empty() {
-            return Ok(Vec::new());
-        }
-        let pooled = self.read_conn().await?;
-        let shared = &pooled.conn;
-        let prunes = shards.iter().map(|&shard| {
-            let mut conn = shared.clone();
-            async move { self.prune_on(&mut conn, shard, cutoff_ms, limit).await }
-        });
-        Ok(futures_util::future::join_all(prunes).await)
+        self.on_each_shard(shards, |mut conn, shard| async move {
+            self.prune_on(&mut conn, shard, cutoff_ms, limit).await
+        })
+        .await
     }
 }
