@@ -287,18 +287,25 @@ impl Engine {
     pub async fn run_maintenance(self: Arc<Self>) {
         const BATCH: usize = 1000;
         let retention = self.store.finished_ttl_ms();
+        // the shards whose backlog this replica last reported (all at
+        // first, so every other shard's gauges start at 0)
+        let mut reported = vec![true; self.store.keys().shards() as usize];
         while !self.run.stop_claiming.is_cancelled() {
             let cutoff = self.now_ms().saturating_sub(retention);
             let mut full = false;
             let now = self.now_ms();
             let mine = self.looks().mine();
-            let mut owned = vec![false; self.store.keys().shards() as usize];
+            let mut owned = vec![false; reported.len()];
             for &shard in &mine {
                 owned[shard as usize] = true;
             }
-            for (shard, _) in owned.iter().enumerate().filter(|(_, mine)| !**mine) {
-                telemetry::backlog(shard as u32, 0, Duration::ZERO);
+            // a shard that went to another replica reads 0 here, once
+            for (shard, was) in reported.iter().enumerate() {
+                if *was && !owned[shard] {
+                    telemetry::backlog(shard as u32, 0, Duration::ZERO);
+                }
             }
+            reported = owned;
             match self.store.prune_shards(&mine, cutoff, BATCH).await {
                 Ok(pruned) => {
                     for (&shard, result) in mine.iter().zip(pruned) {
