@@ -126,6 +126,13 @@ pub struct RedisSettings {
     pub min_replicas_ack: u32,
     /// How long that confirmation may take, ms.
     pub ack_timeout_ms: u64,
+    /// PEM file of the CAs trusted for `rediss://` servers instead of the
+    /// system's roots; empty: the system's.
+    pub tls_ca_file: String,
+    /// PEM certificate chain dtx shows TLS servers; empty: none.
+    pub tls_cert_file: String,
+    /// Its private key, PEM.
+    pub tls_key_file: String,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -139,6 +146,9 @@ impl std::fmt::Debug for RedisSettings {
             .field("read_pool_size", &self.read_pool_size)
             .field("min_replicas_ack", &self.min_replicas_ack)
             .field("ack_timeout_ms", &self.ack_timeout_ms)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .finish()
     }
 }
@@ -364,8 +374,18 @@ impl Settings {
                 "redis.ack_timeout_ms must be positive and below redis.response_timeout_ms",
             );
         }
-        if let Err(e) = RedisTarget::parse(&self.redis.url) {
-            return bad(&format!("redis.url: {e}"));
+        match RedisTarget::parse(&self.redis.url) {
+            Err(e) => return bad(&format!("redis.url: {e}")),
+            Ok(target) => {
+                let tls = &self.redis;
+                if tls.tls_cert_file.is_empty() != tls.tls_key_file.is_empty() {
+                    return bad("redis.tls_cert_file and redis.tls_key_file go together");
+                }
+                let files = [&tls.tls_ca_file, &tls.tls_cert_file];
+                if files.iter().any(|f| !f.is_empty()) && !target.is_tls() {
+                    return bad("redis.tls_* files are for TLS URLs only (rediss://, rediss+cluster://, rediss+sentinel://)");
+                }
+            }
         }
         if !(1..=256).contains(&self.redis.read_pool_size) {
             return bad("redis.read_pool_size must be between 1 and 256");

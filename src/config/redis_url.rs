@@ -3,7 +3,8 @@
 //! (`redis+cluster://[user:password@]host:port[,host:port...]`,
 //! `rediss+cluster://` with TLS), or a master behind Redis Sentinel
 //! (`redis+sentinel://[user:password@]host:port[,host:port...]/master-name[/db]`:
-//! the sentinels' addresses; the user and password are the master's).
+//! the sentinels' addresses; the user and password are the master's;
+//! `rediss+sentinel://` with TLS to the sentinels and the master).
 
 /// Where Redis is, as `redis.url` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +21,8 @@ pub enum RedisTarget {
 /// A master behind Redis Sentinel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentinelTarget {
-    /// The sentinels, as `redis://host:port`.
+    /// The sentinels, as `redis://host:port` (`rediss://` with TLS, which
+    /// then goes for the master too).
     pub sentinels: Vec<String>,
     /// The master's name in the sentinels' configuration.
     pub master: String,
@@ -41,6 +43,7 @@ impl RedisTarget {
             Some(("redis+cluster", rest)) => ("redis", "redis+cluster", rest),
             Some(("rediss+cluster", rest)) => ("rediss", "redis+cluster", rest),
             Some(("redis+sentinel", rest)) => ("redis", "redis+sentinel", rest),
+            Some(("rediss+sentinel", rest)) => ("rediss", "redis+sentinel", rest),
             _ => return Ok(Self::Single(url.to_owned())),
         };
         let (userinfo, rest) = match rest.rsplit_once('@') {
@@ -100,6 +103,16 @@ impl RedisTarget {
             db,
         }))
     }
+
+    /// Whether dtx talks TLS to it.
+    pub fn is_tls(&self) -> bool {
+        let first = match self {
+            Self::Single(url) => Some(url),
+            Self::Cluster(seeds) => seeds.first(),
+            Self::Sentinel(target) => target.sentinels.first(),
+        };
+        first.is_some_and(|url| url.starts_with("rediss://"))
+    }
 }
 
 /// `url` with any password replaced by `***` when it is a cluster or
@@ -142,6 +155,10 @@ mod tests {
             RedisTarget::parse("redis://127.0.0.1:6379/2").unwrap(),
             RedisTarget::Single("redis://127.0.0.1:6379/2".into())
         );
+        assert!(RedisTarget::parse("rediss+cluster://h:1").unwrap().is_tls());
+        assert!(RedisTarget::parse("rediss://h:1").unwrap().is_tls());
+        assert!(!RedisTarget::parse("redis+cluster://h:1").unwrap().is_tls());
+        assert!(!RedisTarget::parse("unix:///r.sock").unwrap().is_tls());
     }
 
     #[test]
@@ -161,6 +178,15 @@ mod tests {
             panic!("not a sentinel target");
         };
         assert_eq!((plain.username, plain.password, plain.db), (None, None, 0));
+        let tls = RedisTarget::parse("rediss+sentinel://h:1,h:2/m").unwrap();
+        let RedisTarget::Sentinel(ref over_tls) = tls else {
+            panic!("not a sentinel target");
+        };
+        assert_eq!(over_tls.sentinels, ["rediss://h:1", "rediss://h:2"]);
+        assert!(tls.is_tls());
+        assert!(!RedisTarget::parse("redis+sentinel://h:1/m")
+            .unwrap()
+            .is_tls());
         assert_eq!(
             redact_cluster_url("redis+sentinel://:secret@h:1/m").unwrap(),
             "redis+sentinel://:***@h:1/m"

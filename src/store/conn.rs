@@ -11,7 +11,9 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use deadpool::managed::{Manager, Metrics, RecycleResult};
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
@@ -142,9 +144,8 @@ async fn watched<T>(
 pub(crate) enum ReadPool {
     /// Connections to one server.
     Single(deadpool_redis::Pool),
-    /// Cluster connections, each reply bounded by the response timeout
-    /// (deadpool-redis's cluster manager sets none of its own).
-    Cluster(deadpool_redis::cluster::Pool, Duration),
+    /// Cluster connections, each reply bounded by the response timeout.
+    Cluster(ClusterPool, Duration),
     /// Connections to the master Redis Sentinel names.
     Sentinel(Arc<SentinelReads>),
 }
@@ -159,6 +160,34 @@ pub(crate) struct SentinelReads {
     /// Makes the pool of a new master.
     pub make:
         Box<dyn Fn(redis::ConnectionInfo) -> Result<deadpool_redis::Pool, String> + Send + Sync>,
+}
+
+/// deadpool's manager of cluster connections made by dtx's own
+/// [`ClusterClient`], with the hot path's timeouts and certificates
+/// (deadpool-redis's cluster manager builds its client from URLs alone,
+/// so it could not trust a private CA nor show a client certificate).
+pub(crate) struct ClusterReads(pub ClusterClient);
+
+/// The cluster read pool.
+pub(crate) type ClusterPool = deadpool::managed::Pool<ClusterReads>;
+
+impl Manager for ClusterReads {
+    type Type = ClusterConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<ClusterConnection, RedisError> {
+        self.0.get_async_connection().await
+    }
+
+    /// A connection goes back into use only after a `PING` answered.
+    async fn recycle(
+        &self,
+        conn: &mut ClusterConnection,
+        _: &Metrics,
+    ) -> RecycleResult<RedisError> {
+        redis::cmd("PING").query_async::<()>(conn).await?;
+        Ok(())
+    }
 }
 
 /// A connection checked out of the [`ReadPool`]: `conn` is used (and may
@@ -212,8 +241,8 @@ impl ReadPool {
     }
 }
 
-fn pool_error(e: deadpool_redis::PoolError) -> StoreError {
-    use deadpool_redis::PoolError;
+fn pool_error(e: deadpool::managed::PoolError<RedisError>) -> StoreError {
+    use deadpool::managed::PoolError;
     match e {
         PoolError::Backend(e) => e.into(),
         PoolError::Timeout(_) => {

@@ -20,6 +20,7 @@ mod reads;
 pub mod scripts;
 mod sentinel;
 mod startup;
+mod tls;
 mod types;
 
 use std::sync::Arc;

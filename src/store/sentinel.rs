@@ -1,4 +1,5 @@
-//! Following the master behind Redis Sentinel (`redis+sentinel://`).
+//! Following the master behind Redis Sentinel (`redis+sentinel://`,
+//! `rediss+sentinel://`).
 //!
 //! redis-rs's sentinel client finds the master (asking the sentinels, then
 //! checking that the node it names says it is a master); its connections
@@ -18,10 +19,10 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, ConnectionInfo, ErrorKind, RedisConnectionInfo, RedisError,
-    ServerErrorKind,
+    AsyncConnectionConfig, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError,
+    ServerErrorKind, TlsCertificates, TlsMode,
 };
 
 use crate::config::SentinelTarget;
@@ -49,25 +50,43 @@ pub(crate) struct Master {
 }
 
 impl Follower {
-    /// Asks the sentinels for `target`'s master and connects to it.
+    /// Asks the sentinels for `target`'s master and connects to it; over
+    /// TLS to both when `target`'s sentinels are `rediss://`, trusting and
+    /// showing `certs` when given.
     pub(crate) async fn connect(
         target: &SentinelTarget,
+        certs: Option<TlsCertificates>,
         config: AsyncConnectionConfig,
     ) -> Result<Self, RedisError> {
-        let mut login = RedisConnectionInfo::default().set_db(target.db);
+        let addrs = target
+            .sentinels
+            .iter()
+            .map(|url| Ok(url.as_str().into_connection_info()?.addr().clone()))
+            .collect::<Result<Vec<_>, RedisError>>()?;
+        let mut builder =
+            SentinelClientBuilder::new(addrs, &target.master, SentinelServerType::Master)?
+                .set_client_to_redis_db(target.db);
         if let Some(user) = &target.username {
-            login = login.set_username(user);
+            builder = builder.set_client_to_redis_username(user);
         }
         if let Some(password) = &target.password {
-            login = login.set_password(password);
+            builder = builder.set_client_to_redis_password(password);
         }
-        let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(login);
-        let mut sentinels = SentinelClient::build(
-            target.sentinels.clone(),
-            target.master.clone(),
-            Some(node),
-            SentinelServerType::Master,
-        )?;
+        if target
+            .sentinels
+            .iter()
+            .all(|url| url.starts_with("rediss://"))
+        {
+            builder = builder
+                .set_client_to_redis_tls_mode(TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+            if let Some(certs) = certs {
+                builder = builder
+                    .set_client_to_redis_certificates(certs.clone())
+                    .set_client_to_sentinel_certificates(certs);
+            }
+        }
+        let mut sentinels = builder.build()?;
         let client = sentinels.async_get_client().await?;
         let info = client.get_connection_info().clone();
         let conn = client

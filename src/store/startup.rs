@@ -9,7 +9,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::RedisError;
 
-use super::conn::{Conn, ReadPool, SentinelReads};
+use super::conn::{ClusterPool, ClusterReads, Conn, ReadPool, SentinelReads};
 use super::scripts::Scripts;
 use super::sentinel::Follower;
 use super::{Keys, StartError, Store};
@@ -33,11 +33,21 @@ impl Store {
             url: url.clone(),
             error,
         })?;
+        let certs = super::tls::certificates(settings).map_err(|error| StartError::Connect {
+            url: url.clone(),
+            error,
+        })?;
         let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
         let response_timeout = Duration::from_millis(settings.response_timeout_ms);
         let (mut conn, reads, policies) = match &target {
             Target::Single(one) => {
-                let client = redis::Client::open(one.as_str()).map_err(connect_err)?;
+                let client = match certs {
+                    Some(certs) => redis::Client::build_with_tls(one.as_str(), certs),
+                    None => redis::Client::open(one.as_str()),
+                }
+                .map_err(connect_err)?;
+                // the read pool's connections carry the same certificates
+                let node = client.get_connection_info().clone();
                 let mut conn = Conn::Managed(
                     ConnectionManager::new_with_config(client, hot_config(settings))
                         .await
@@ -48,17 +58,18 @@ impl Store {
                     .query_async(&mut conn)
                     .await
                     .map_err(connect_err)?;
-                let reads = ReadPool::Single(single_read_pool(one.as_str(), settings).map_err(
-                    |error| StartError::Connect {
-                        url: url.clone(),
-                        error,
-                    },
-                )?);
+                let reads =
+                    ReadPool::Single(single_read_pool(node, settings).map_err(|error| {
+                        StartError::Connect {
+                            url: url.clone(),
+                            error,
+                        }
+                    })?);
                 (conn, reads, vec![(url.clone(), eviction_policy(&info))])
             }
             Target::Sentinel(target) => {
                 let follower = Arc::new(
-                    Follower::connect(target, timeouts(settings))
+                    Follower::connect(target, certs, timeouts(settings))
                         .await
                         .map_err(connect_err)?,
                 );
@@ -84,20 +95,22 @@ impl Store {
                 (conn, reads, vec![(node, eviction_policy(&info))])
             }
             Target::Cluster(seeds) => {
-                let client = ClusterClient::builder(seeds.clone())
+                let mut builder = ClusterClient::builder(seeds.clone())
                     .connection_timeout(connect_timeout)
                     .response_timeout(response_timeout)
                     .retries(8)
                     .min_retry_wait(20)
-                    .max_retry_wait(500)
-                    .build()
-                    .map_err(connect_err)?;
+                    .max_retry_wait(500);
+                if let Some(certs) = certs {
+                    builder = builder.certs(certs);
+                }
+                let client = builder.build().map_err(connect_err)?;
                 let cluster = client.get_async_connection().await.map_err(connect_err)?;
                 let mut conn = Conn::Cluster(cluster, response_timeout);
                 check_cluster(&mut conn, &url, settings.shards).await?;
                 let policies = master_policies(&mut conn).await.map_err(connect_err)?;
                 let reads =
-                    cluster_read_pool(seeds, settings).map_err(|error| StartError::Connect {
+                    cluster_read_pool(client, settings).map_err(|error| StartError::Connect {
                         url: url.clone(),
                         error,
                     })?;
@@ -255,18 +268,17 @@ fn single_read_pool(
 }
 
 /// The large reads' pool on a cluster: the same size and wait bound, of
-/// deadpool-redis's cluster connections (each reply is bounded by the
-/// response timeout where the store uses it).
+/// connections of the hot path's cluster client (its timeouts and
+/// certificates; each reply is bounded by the response timeout where the
+/// store uses it).
 fn cluster_read_pool(
-    seeds: &[String],
+    client: ClusterClient,
     settings: &RedisSettings,
-) -> Result<deadpool_redis::cluster::Pool, String> {
-    let manager =
-        deadpool_redis::cluster::Manager::new(seeds.to_vec(), false).map_err(|e| e.to_string())?;
-    deadpool_redis::cluster::Pool::builder(manager)
+) -> Result<ClusterPool, String> {
+    ClusterPool::builder(ClusterReads(client))
         .max_size(settings.read_pool_size)
         .wait_timeout(Some(Duration::from_millis(settings.response_timeout_ms)))
-        .runtime(deadpool_redis::Runtime::Tokio1)
+        .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| e.to_string())
 }
