@@ -28,23 +28,40 @@ impl RedisCluster {
     /// `masters` masters with `replicas` replicas each; returns once every
     /// node sees the cluster as `ok` and every replica is in sync.
     pub fn start_with(masters: usize, replicas: usize) -> Self {
+        Self::start_nodes(masters, replicas, None)
+    }
+
+    /// Like [`RedisCluster::start_with`], every node serving TLS as well
+    /// (with `certs`, see [`RedisServer::start_tls`]) and speaking it on
+    /// the cluster bus; clients on TLS are told the nodes' TLS ports
+    /// ([`RedisCluster::tls_url`]), the tests' own looks use the plain ones.
+    pub fn start_tls(masters: usize, replicas: usize, certs: &crate::Certs) -> Self {
+        Self::start_nodes(masters, replicas, Some(certs))
+    }
+
+    fn start_nodes(masters: usize, replicas: usize, tls: Option<&crate::Certs>) -> Self {
         let node_timeout = NODE_TIMEOUT_MS.to_string();
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
                 let bus = free_port().to_string();
-                RedisServer::start_on_free_port(
-                    Persistence::None,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        &node_timeout,
-                        "--cluster-port",
-                        &bus,
-                    ],
-                )
+                let mut args: Vec<String> = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    &node_timeout,
+                    "--cluster-port",
+                    &bus,
+                ]
+                .map(str::to_owned)
+                .into();
+                if let Some(certs) = tls {
+                    args.extend(certs.redis_args(free_port()));
+                    args.extend(["--tls-cluster", "yes"].map(str::to_owned));
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                RedisServer::start_on_free_port(Persistence::None, &args)
             })
             .collect();
         if masters >= 3 {
@@ -65,6 +82,15 @@ impl RedisCluster {
     pub fn url(&self) -> String {
         let seeds = crate::loopback_list(self.nodes.iter().map(|n| n.port));
         format!("redis+cluster://{seeds}")
+    }
+
+    /// `rediss+cluster://` with every node's TLS port as a seed.
+    pub fn tls_url(&self) -> String {
+        let ports = self
+            .nodes
+            .iter()
+            .map(|n| n.tls_port.expect("started without TLS"));
+        format!("rediss+cluster://{}", crate::loopback_list(ports))
     }
 
     /// The nodes that are masters now (a killed one is not asked).

@@ -16,6 +16,7 @@ mod proxy;
 mod redis;
 mod sentinel;
 pub mod timings;
+mod tls;
 
 use std::net::TcpListener;
 use std::process::Child;
@@ -31,6 +32,7 @@ pub use process::{dtx_command, DtxProcess};
 pub use proxy::{Fault, FaultProxy};
 pub use redis::{Persistence, RedisServer};
 pub use sentinel::{RedisSentinel, SentinelNode, DOWN_AFTER_MS, MASTER_NAME};
+pub use tls::Certs;
 
 /// Waits until `cond` holds, looking every 20 ms; panics after 10 s.
 pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {

@@ -24,6 +24,8 @@ pub struct RedisServer {
     child: Child,
     /// Its port.
     pub port: u16,
+    /// Its TLS port, when it serves TLS too.
+    pub tls_port: Option<u16>,
     /// Its data directory.
     pub dir: PathBuf,
     persistence: Persistence,
@@ -47,12 +49,40 @@ impl RedisServer {
         Self::start_on_free_port(persistence, &[])
     }
 
+    /// Starts one that serves TLS as well, with `certs`' server
+    /// certificate, asking clients for one `certs`' CA signed
+    /// ([`RedisServer::tls_url`]); the plain port stays for the tests'
+    /// own looks.
+    pub fn start_tls(certs: &crate::Certs) -> Self {
+        let args = certs.redis_args(free_port());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_on_free_port(Persistence::None, &args)
+    }
+
     /// Starts a replica of `primary` (no persistence of its own) and waits
     /// until its link to the primary is up.
     pub fn start_replica_of(primary: &RedisServer) -> Self {
-        let port = primary.port.to_string();
-        let server =
-            Self::start_on_free_port(Persistence::None, &["--replicaof", "127.0.0.1", &port]);
+        Self::start_replica_on(primary, None)
+    }
+
+    /// Starts a replica of `primary`, serving and replicating over TLS
+    /// with `certs` when given, and waits until its link is up.
+    pub(crate) fn start_replica_on(primary: &RedisServer, tls: Option<&crate::Certs>) -> Self {
+        let mut args = match tls {
+            Some(certs) => certs.redis_args(free_port()),
+            None => Vec::new(),
+        };
+        let port = primary
+            .tls_port
+            .filter(|_| tls.is_some())
+            .unwrap_or(primary.port);
+        args.extend([
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            port.to_string(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = Self::start_on_free_port(Persistence::None, &args);
         let deadline = Instant::now() + Duration::from_secs(10);
         while server.info_text("replication", "master_link_status") != "up" {
             assert!(Instant::now() < deadline, "the replica never synced");
@@ -104,9 +134,14 @@ impl RedisServer {
         let child = cmd
             .spawn()
             .expect("tests need redis-server on PATH (apt-get install redis-server)");
+        let tls_port = extra
+            .iter()
+            .position(|a| *a == "--tls-port")
+            .and_then(|i| extra.get(i + 1)?.parse().ok());
         let mut server = Self {
             child,
             port,
+            tls_port,
             dir,
             persistence,
             extra: extra.iter().map(|a| (*a).to_owned()).collect(),
@@ -137,6 +172,12 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `rediss://127.0.0.1:<tls port>`
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started without TLS");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     /// Its process id.

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::free_port;
-use crate::redis::RedisServer;
+use crate::redis::{Persistence, RedisServer};
 
 /// The name the sentinels know the primary by.
 pub const MASTER_NAME: &str = "dtxmaster";
@@ -21,6 +21,8 @@ pub struct SentinelNode {
     child: Child,
     /// Its port.
     pub port: u16,
+    /// Its TLS port, when it serves TLS.
+    pub tls_port: Option<u16>,
     dir: PathBuf,
 }
 
@@ -38,9 +40,34 @@ impl RedisSentinel {
     /// Starts them and returns once every sentinel knows the replica and
     /// the two other sentinels.
     pub fn start() -> Self {
-        let primary = RedisServer::start_aof();
-        let replica = RedisServer::start_replica_of(&primary);
-        let sentinels = (0..3).map(|_| SentinelNode::start(primary.port)).collect();
+        Self::start_with(None)
+    }
+
+    /// Like [`RedisSentinel::start`], every node serving TLS as well (with
+    /// `certs`, see [`RedisServer::start_tls`]), the replica replicating
+    /// and the sentinels watching over TLS: the sentinels name the
+    /// primary's TLS port ([`RedisSentinel::tls_url`]).
+    pub fn start_tls(certs: &crate::Certs) -> Self {
+        Self::start_with(Some(certs))
+    }
+
+    fn start_with(tls: Option<&crate::Certs>) -> Self {
+        let (primary, replica) = match tls {
+            None => {
+                let primary = RedisServer::start_aof();
+                let replica = RedisServer::start_replica_of(&primary);
+                (primary, replica)
+            }
+            Some(certs) => {
+                let args = certs.redis_args(free_port());
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let primary = RedisServer::start_on_free_port(Persistence::AofAlways, &args);
+                let replica = RedisServer::start_replica_on(&primary, Some(certs));
+                (primary, replica)
+            }
+        };
+        let watched = primary.tls_port.unwrap_or(primary.port);
+        let sentinels = (0..3).map(|_| SentinelNode::start(watched, tls)).collect();
         let set = Self {
             primary,
             replica,
@@ -60,22 +87,48 @@ impl RedisSentinel {
         format!("redis+sentinel://{nodes}/{MASTER_NAME}")
     }
 
-    /// The primary's port as the first sentinel that answers names it.
+    /// `rediss+sentinel://<sentinels' TLS ports>/<master name>`
+    pub fn tls_url(&self) -> String {
+        let ports = self
+            .sentinels
+            .iter()
+            .map(|s| s.tls_port.expect("started without TLS"));
+        format!(
+            "rediss+sentinel://{}/{MASTER_NAME}",
+            crate::loopback_list(ports)
+        )
+    }
+
+    /// The primary's port as the first sentinel that answers names it
+    /// (its TLS port when they watch over TLS).
     pub fn master_port(&self) -> Option<u16> {
         self.sentinels.iter().find_map(SentinelNode::master_port)
     }
 }
 
 impl SentinelNode {
-    /// Starts one watching the primary on `primary_port`.
-    fn start(primary_port: u16) -> Self {
+    /// Starts one watching the primary on `primary_port`, over TLS when
+    /// given `certs`.
+    fn start(primary_port: u16, tls: Option<&crate::Certs>) -> Self {
         let port = free_port();
         let dir = crate::scratch_dir("sentinel");
         let conf = dir.join("sentinel.conf");
+        let tls_port = tls.map(|_| free_port());
+        let mut tls_conf = String::new();
+        if let (Some(certs), Some(tls_port)) = (tls, tls_port) {
+            // "--tls-port N ..." pairs as "tls-port N" lines
+            for pair in certs.redis_args(tls_port).chunks(2) {
+                tls_conf.push_str(&format!(
+                    "{} {}\n",
+                    pair[0].trim_start_matches('-'),
+                    pair[1]
+                ));
+            }
+        }
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                "port {port}\nbind 127.0.0.1\ndir {}\n{tls_conf}\
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 2\n\
                  sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n\
                  sentinel failover-timeout {MASTER_NAME} 5000\n",
@@ -91,7 +144,12 @@ impl SentinelNode {
             .spawn()
             .expect("tests need redis-server on PATH (apt-get install redis-server)");
         crate::wait_port(port, "redis-sentinel");
-        Self { child, port, dir }
+        Self {
+            child,
+            port,
+            tls_port,
+            dir,
+        }
     }
 
     fn conn(&self) -> Option<redis::Connection> {

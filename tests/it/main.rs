@@ -30,6 +30,7 @@ mod sentinel;
 mod sharing;
 mod structure;
 mod support;
+mod tls;
 mod topics;
 mod tracing;
 mod two_phase;
