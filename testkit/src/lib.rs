@@ -23,7 +23,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 pub use app::{gid, prefix, test_settings, wait_status_at, StatusSource, TestApp};
-pub use bank::{Bank, BankFaults};
+pub use bank::{Bank, BankFaults, TCC_BRANCHES};
 pub use branches::{saga_body, Branches, Call, Reply};
 pub use cluster::{cluster_field, RedisCluster, NODE_TIMEOUT_MS};
 pub use etcd::EtcdServer;
