@@ -39,6 +39,8 @@ pub mod http;
 pub mod otel;
 pub mod proto;
 pub mod scheduler;
+#[cfg(feature = "self-check")]
+pub mod self_check;
 pub mod service;
 pub mod store;
 pub mod telemetry;

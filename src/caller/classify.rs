@@ -41,6 +41,10 @@ pub fn classify_rpc(url: &str, body: &str) -> Outcome {
 /// failure; any other status outside 2xx is an unknown outcome; 2xx is
 /// success (dtm's client counts any status below 400 as no error).
 pub fn classify(url: &str, status: u16, body: &str) -> Outcome {
+    #[cfg(feature = "self-check")]
+    if status == 500 && crate::self_check::error_is_failure() {
+        return Outcome::Failed(format!("url:{url} status 500 (self-check) FAILURE"));
+    }
     if status == 425 || body.contains("ONGOING") {
         Outcome::Ongoing
     } else if status == 409 || body.contains("FAILURE") {
