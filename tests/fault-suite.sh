@@ -7,6 +7,8 @@
 #                                       `cargo test --workspace`)
 #   tests/fault-suite.sh --long [SECS]  the mixed loads under faults for SECS
 #                                       seconds each (default 600)
+#   tests/fault-suite.sh --everysec     measures what a Redis crash under
+#                                       appendfsync everysec loses (prints it)
 #   tests/fault-suite.sh --self-check   builds dtx with deliberate defects
 #                                       (cargo feature self-check) and runs
 #                                       the short form once per defect: each
@@ -27,6 +29,9 @@ case "${1:-}" in
 --long)
   export DTX_FAULT_SECS="${2:-600}"
   exec cargo test --test it -- faults:: --nocapture
+  ;;
+--everysec)
+  exec cargo test --test it -- faults::loss_under --ignored --nocapture
   ;;
 --self-check)
   log=$(mktemp -d)
@@ -56,7 +61,7 @@ case "${1:-}" in
   exit "$missed"
   ;;
 *)
-  sed -n '2,13p' "$0" >&2
+  sed -n '2,15p' "$0" >&2
   exit 2
   ;;
 esac

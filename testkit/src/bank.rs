@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -67,6 +67,8 @@ struct Ledger {
     confirmed: HashMap<String, HashSet<String>>,
     /// What no correct coordinator makes the bank do.
     violations: Vec<String>,
+    /// By gid: when the last call for it came (any op, faulty or not).
+    last_call: HashMap<String, Instant>,
     /// Faults injected, by kind.
     injected: HashMap<&'static str, u64>,
     rng: Option<fastrand::Rng>,
@@ -247,6 +249,11 @@ impl Bank {
             .collect()
     }
 
+    /// When the last call for `gid` came (any op), if one did.
+    pub fn last_call(&self, gid: &str) -> Option<Instant> {
+        self.ledger.lock().unwrap().last_call.get(gid).copied()
+    }
+
     /// What no correct coordinator makes the bank do, as it happened.
     pub fn violations(&self) -> Vec<String> {
         self.ledger.lock().unwrap().violations.clone()
@@ -330,6 +337,7 @@ async fn handle(
     let f = bank.faults;
     let (inject, answer) = {
         let mut l = bank.ledger.lock().unwrap();
+        l.last_call.insert(gid.clone(), Instant::now());
         let roll = l.rng.as_mut().map_or(100, |r| r.u32(0..100));
         let inject = if roll < f.error {
             Inject::Error
@@ -376,6 +384,7 @@ async fn msg_check(State(bank): State<Bank>, RawQuery(raw): RawQuery) -> (Status
         return (StatusCode::BAD_REQUEST, "gid".into());
     };
     let mut l = bank.ledger.lock().unwrap();
+    l.last_call.insert(gid.clone(), Instant::now());
     let roll = l.rng.as_mut().map_or(100, |r| r.u32(0..100));
     if roll < bank.faults.error {
         *l.injected.entry("error").or_default() += 1;
