@@ -291,7 +291,7 @@ fn sorted(set: Option<&HashSet<String>>) -> Vec<String> {
 }
 
 /// The JSON text every branch of a transfer carries.
-fn transfer_payload(from: usize, to: usize, amount: i64) -> String {
+pub(crate) fn transfer_payload(from: usize, to: usize, amount: i64) -> String {
     json!({"from": format!("acct{from}"), "to": format!("acct{to}"), "amount": amount}).to_string()
 }
 

@@ -17,6 +17,7 @@ mod redis;
 mod sentinel;
 pub mod timings;
 mod tls;
+mod workflow;
 
 use std::net::TcpListener;
 use std::process::Child;
@@ -33,6 +34,7 @@ pub use proxy::{Fault, FaultProxy};
 pub use redis::{Persistence, RedisServer};
 pub use sentinel::{RedisSentinel, SentinelNode, DOWN_AFTER_MS, MASTER_NAME};
 pub use tls::Certs;
+pub use workflow::TransferWorkflows;
 
 /// Waits until `cond` holds, looking every 20 ms; panics after 10 s.
 pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::support::{
     gid, prefix, start_dtx, test_settings, Bank, BankFaults, DtxProcess, Persistence, RedisServer,
-    TestApp, TCC_BRANCHES,
+    TestApp, TransferWorkflows, TCC_BRANCHES,
 };
 
 const ACCOUNTS: usize = 20;
@@ -78,13 +78,16 @@ enum Kind {
     CheckedBackMsg,
     /// A TCC: both tries, then submit, or abort after a failed try.
     Tcc,
+    /// A workflow of the saga's two steps, its initiator dying before the
+    /// end one time in three (dtx calls it back to resume).
+    Workflow,
 }
 
 /// The topic the bank's `in` subscribes to.
 const TOPIC: &str = "credit";
 
 /// One transaction sent: its gid, kind, and whether dtx acknowledged it
-/// (the submit of a saga, the prepare of a msg or TCC).
+/// (the submit of a saga, the prepare of a msg, TCC or workflow).
 #[derive(Debug)]
 struct Sent {
     gid: String,
@@ -118,7 +121,7 @@ async fn subscribe(base: &str, bank: &Bank) {
 /// whether dtx acknowledged it.
 async fn send(
     http: &reqwest::Client,
-    bank: &Bank,
+    (bank, workflows): (&Bank, &TransferWorkflows),
     base: &str,
     g: &str,
     kind: Kind,
@@ -151,6 +154,10 @@ async fn send(
             }
             true
         }
+        Kind::Workflow => {
+            let steps = rng.usize(0..6).min(2);
+            workflows.run(base, g, (from, to, amount), steps).await
+        }
         Kind::Tcc => {
             let global = json!({"gid": g, "trans_type": "tcc", "timeout_to_fail": 3});
             if !post(http, base, "prepare", &global).await {
@@ -178,8 +185,8 @@ async fn send(
 
 /// A mixed load from `workers` senders to the replicas in `bases` (read
 /// afresh for each transaction, so a restarted replica is used again)
-/// until `end`: of every eight, three sagas, a concurrent saga, a msg, a
-/// msg to a topic, a msg left to its check-back and a TCC.
+/// until `end`: of every eight, two sagas, a concurrent saga, a msg, a
+/// msg to a topic, a msg left to its check-back, a TCC and a workflow.
 async fn mixed_load(
     bank: &Bank,
     bases: &Arc<Mutex<Vec<String>>>,
@@ -189,17 +196,19 @@ async fn mixed_load(
     const MIX: [Kind; 8] = [
         Kind::Saga,
         Kind::Msg,
-        Kind::Saga,
+        Kind::Workflow,
         Kind::Tcc,
         Kind::ConcurrentSaga,
         Kind::TopicMsg,
         Kind::Saga,
         Kind::CheckedBackMsg,
     ];
+    let workflows = TransferWorkflows::start(bank.clone(), bases.clone()).await;
     let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
     let tasks: Vec<_> = (0..workers)
         .map(|w| {
             let (bank, bases, sent) = (bank.clone(), bases.clone(), sent.clone());
+            let workflows = workflows.clone();
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
                 let mut rng = fastrand::Rng::with_seed(w as u64);
@@ -212,7 +221,7 @@ async fn mixed_load(
                         bases[(w + i) % bases.len()].clone()
                     };
                     let at = Instant::now();
-                    let acked = send(&http, &bank, &base, &g, kind, &mut rng).await;
+                    let acked = send(&http, (&bank, &workflows), &base, &g, kind, &mut rng).await;
                     sent.lock().unwrap().push(Sent {
                         gid: g,
                         kind,
@@ -251,13 +260,13 @@ fn check_one(bank: &Bank, t: &Sent, status: &str) -> Result<(), String> {
     let applied = bank.applied(g);
     let confirmed = bank.confirmed(g);
     match (t.kind, status) {
-        (Kind::Saga | Kind::ConcurrentSaga, "succeed") => {
+        (Kind::Saga | Kind::ConcurrentSaga | Kind::Workflow, "succeed") => {
             ensure!(
                 applied == ["01", "02"],
                 "{g} succeeded, yet {applied:?} moved money"
             );
         }
-        (Kind::Saga | Kind::ConcurrentSaga, "failed") => {
+        (Kind::Saga | Kind::ConcurrentSaga | Kind::Workflow, "failed") => {
             ensure!(
                 applied.is_empty(),
                 "{g} failed, yet {applied:?} stay applied"
@@ -431,6 +440,7 @@ async fn transfers_under_branch_faults_move_money_once_or_not_at_all() {
         Kind::TopicMsg,
         Kind::CheckedBackMsg,
         Kind::Tcc,
+        Kind::Workflow,
     ] {
         let (succeeded, failed) = ended.get(&kind).copied().unwrap_or_default();
         assert!(
@@ -450,7 +460,13 @@ async fn transfers_under_branch_faults_move_money_once_or_not_at_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_through_replica_kills_pauses_and_a_redis_crash() {
     let ended = through_processes(Persistence::AofAlways, Loss::None).await;
-    for kind in [Kind::Saga, Kind::Msg, Kind::TopicMsg, Kind::Tcc] {
+    for kind in [
+        Kind::Saga,
+        Kind::Msg,
+        Kind::TopicMsg,
+        Kind::Tcc,
+        Kind::Workflow,
+    ] {
         let succeeded = ended.get(&kind).map_or(0, |e| e.0);
         assert!(succeeded > 0, "{kind:?}: some went through");
     }
