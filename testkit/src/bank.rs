@@ -134,6 +134,21 @@ impl Bank {
         }
     }
 
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        let port = self.base.rsplit(':').next().and_then(|p| p.parse().ok());
+        port.expect("base ends in a port")
+    }
+
+    /// The same bank, its transactions naming `base` (a proxy in front of
+    /// it, say) for its branches.
+    pub fn via(&self, base: String) -> Self {
+        Self {
+            base,
+            ..self.clone()
+        }
+    }
+
     /// A transfer saga: `out` from `from`, `in` to `to`, `amount` each.
     pub fn transfer(&self, gid: &str, from: usize, to: usize, amount: i64) -> Value {
         let payload = transfer_payload(from, to, amount);

@@ -80,6 +80,20 @@ impl FaultProxy {
         self.shared.resets.send_modify(|n| *n += 1);
     }
 
+    /// Runs `steps` (a fault, then how long it lasts, ms) one after the
+    /// other, resetting every open connection after each when
+    /// `reset_after`; passes everything again at the end.
+    pub async fn run(&self, steps: &[(Fault, u64)], reset_after: bool) {
+        for (fault, ms) in steps {
+            self.set(*fault);
+            tokio::time::sleep(Duration::from_millis(*ms)).await;
+            if reset_after {
+                self.reset_all();
+            }
+        }
+        self.set(Fault::Pass);
+    }
+
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
         self.shared.accepted.load(Ordering::Relaxed)

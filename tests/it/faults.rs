@@ -1,13 +1,15 @@
 //! The fault suite (issue #14): a mixed load of transfers between
 //! accounts (sagas, sequential and concurrent; msgs submitted, sent to a
-//! topic, or left to their check-back; TCCs, some of whose tries fail)
-//! while the bank injects branch faults (500s, answers lost after the
+//! topic, or left to their check-back; TCCs, some of whose tries fail;
+//! workflows, some of whose initiators die before the end) while the bank injects branch faults (500s, answers lost after the
 //! effect, answers slower than the request timeout) and refuses what an
 //! account cannot pay; in-process replicas, then dtx processes that are
-//! SIGKILLed, paused past their lease, and a Redis that is SIGKILLed.
+//! SIGKILLed and paused past their lease, a Redis that is SIGKILLed, and
+//! faulty links (the kit's proxy) to Redis and to the bank.
 //! Afterwards: every acknowledged transaction is final; a succeeded saga
 //! moved its money once, a failed one moved none and failed only because
-//! the bank refused it (every injected fault is one to retry); a msg
+//! the bank refused it (every injected fault is one to retry), and so
+//! did a workflow; a msg
 //! credited once exactly when its local transaction committed; a TCC
 //! confirmed both branches when it succeeded, none when it failed, and no
 //! try still holds money; the bank saw no confirm before every try held
@@ -21,8 +23,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::{
-    gid, prefix, start_dtx, test_settings, Bank, BankFaults, DtxProcess, Persistence, RedisServer,
-    TestApp, TransferWorkflows, TCC_BRANCHES,
+    gid, prefix, start_dtx_on, test_settings, Bank, BankFaults, DtxProcess, Fault, FaultProxy,
+    Persistence, RedisServer, TestApp, TransferWorkflows, TCC_BRANCHES,
 };
 
 const ACCOUNTS: usize = 20;
@@ -483,14 +485,24 @@ async fn loss_under_appendfsync_everysec_is_measured() {
 }
 
 /// The mixed load through three dtx processes on a Redis of
-/// `persistence` while, in a cycle, one is SIGKILLed and started again,
-/// another is paused past its lease, and Redis is SIGKILLed and started
-/// again; then [`check_all`].
+/// `persistence`, each link to Redis and to the bank through a faulty
+/// proxy, while, in a cycle: one replica is SIGKILLed and started again,
+/// another is paused past its lease, Redis is SIGKILLed and started again,
+/// the Redis link turns slow, silent past the response timeout, then
+/// refusing, and the bank link silent past the request timeout, slow,
+/// then refusing; then [`check_all`].
 async fn through_processes(persistence: Persistence, loss: Loss) -> Ended {
     let mut redis = RedisServer::start_with(persistence);
+    let redis_link = FaultProxy::start(redis.port).await;
+    let redis_url = format!("redis://127.0.0.1:{}", redis_link.port);
     let p = prefix();
-    let env = [("DTX_TRANS_REQUEST_TIMEOUT_MS", "300")];
-    let mut replicas: Vec<DtxProcess> = (0..3).map(|_| start_dtx(&redis, &p, &env)).collect();
+    let env = [
+        ("DTX_TRANS_REQUEST_TIMEOUT_MS", "300"),
+        // a silent Redis link is noticed within a second
+        ("DTX_REDIS_RESPONSE_TIMEOUT_MS", "1000"),
+    ];
+    let mut replicas: Vec<DtxProcess> =
+        (0..3).map(|_| start_dtx_on(&redis_url, &p, &env)).collect();
     let bank = bank(BankFaults {
         error: 5,
         lost_answer: 5,
@@ -498,10 +510,12 @@ async fn through_processes(persistence: Persistence, loss: Loss) -> Ended {
         slow_ms: 600,
     })
     .await;
+    let bank_link = FaultProxy::start(bank.port()).await;
+    let bank = bank.via(format!("http://127.0.0.1:{}", bank_link.port));
     let bases = Arc::new(Mutex::new(
         replicas.iter().map(|r| r.base.clone()).collect(),
     ));
-    let end = Instant::now() + load_secs(7);
+    let end = Instant::now() + load_secs(11);
     subscribe(&replicas[0].base, &bank).await;
     let load = tokio::spawn({
         let (bank, bases) = (bank.clone(), bases.clone());
@@ -509,14 +523,14 @@ async fn through_processes(persistence: Persistence, loss: Loss) -> Ended {
     });
     let pause = |ms| tokio::time::sleep(Duration::from_millis(ms));
     let mut cycles = 0;
-    // one cycle of faults takes about 5.7 s; the long form repeats it
-    while Instant::now() + Duration::from_millis(5_700) <= end || cycles == 0 {
+    // one cycle of faults takes about 10.3 s; the long form repeats it
+    while Instant::now() + Duration::from_millis(10_300) <= end || cycles == 0 {
         cycles += 1;
         // a replica SIGKILLed mid-load, and started again
         pause(1_000).await;
         replicas[0].kill();
         pause(700).await;
-        replicas[0] = start_dtx(&redis, &p, &env);
+        replicas[0] = start_dtx_on(&redis_url, &p, &env);
         bases.lock().unwrap()[0] = replicas[0].base.clone();
         // another stopped past its lease (1.5 s), then continued: it must
         // not overwrite what the others did meanwhile
@@ -532,8 +546,17 @@ async fn through_processes(persistence: Persistence, loss: Loss) -> Ended {
         })
         .await
         .unwrap();
+        // the links misbehave, every open connection reset after each
+        let slow = Fault::Delay(Duration::from_millis(30));
+        let redis_faults = [(slow, 800), (Fault::Hold, 1_500), (Fault::Refuse, 500)];
+        redis_link.run(&redis_faults, true).await;
+        let slow = Fault::Delay(Duration::from_millis(100));
+        let bank_faults = [(Fault::Hold, 800), (slow, 600), (Fault::Refuse, 400)];
+        bank_link.run(&bank_faults, true).await;
     }
-    eprintln!("fault cycles: {cycles} (replica kill, replica pause, Redis kill each)");
+    eprintln!(
+        "fault cycles: {cycles} (replica kill, replica pause, Redis kill, Redis link, bank link each)"
+    );
     let sent = load.await.unwrap();
     let ended = check_all(&replicas[2].base, &bank, &sent, loss).await;
     drop(redis);

@@ -11,18 +11,6 @@ use crate::support::{
     SagaLoad, TestApp,
 };
 
-/// Runs `steps` (a fault, then how long it lasts) one after the other.
-async fn schedule(proxy: &FaultProxy, steps: &[(Fault, u64)], reset_after: bool) {
-    for (fault, ms) in steps {
-        proxy.set(*fault);
-        tokio::time::sleep(Duration::from_millis(*ms)).await;
-        if reset_after {
-            proxy.reset_all();
-        }
-    }
-    proxy.set(Fault::Pass);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_faulty_redis_link_loses_nothing_acknowledged() {
     let redis = RedisServer::start();
@@ -35,18 +23,18 @@ async fn a_faulty_redis_link_loses_nothing_acknowledged() {
     let load = SagaLoad::start(&app, &b, 6);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = proxy.accepted();
-    schedule(
-        &proxy,
-        &[
-            (Fault::Delay(Duration::from_millis(30)), 800),
-            (Fault::Hold, 1_500),
-            (Fault::Pass, 500),
-            (Fault::Refuse, 700),
-            (Fault::Pass, 500),
-        ],
-        true,
-    )
-    .await;
+    proxy
+        .run(
+            &[
+                (Fault::Delay(Duration::from_millis(30)), 800),
+                (Fault::Hold, 1_500),
+                (Fault::Pass, 500),
+                (Fault::Refuse, 700),
+                (Fault::Pass, 500),
+            ],
+            true,
+        )
+        .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let sent = load.stop().await;
     assert!(
@@ -81,18 +69,18 @@ async fn a_faulty_branch_link_ends_every_saga_without_compensation() {
     via.base = format!("http://127.0.0.1:{}", proxy.port);
     let load = SagaLoad::start(&app, &via, 6);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    schedule(
-        &proxy,
-        &[
-            // silent past the request timeout: unknown outcomes, retried
-            (Fault::Hold, 1_200),
-            (Fault::Delay(Duration::from_millis(100)), 600),
-            (Fault::Refuse, 400),
-            (Fault::Pass, 300),
-        ],
-        true,
-    )
-    .await;
+    proxy
+        .run(
+            &[
+                // silent past the request timeout: unknown outcomes, retried
+                (Fault::Hold, 1_200),
+                (Fault::Delay(Duration::from_millis(100)), 600),
+                (Fault::Refuse, 400),
+                (Fault::Pass, 300),
+            ],
+            true,
+        )
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = load.stop().await;
     let outcome = check_each_ended_once(&app, &b, &sent, 30).await;
