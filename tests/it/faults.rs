@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::{
-    gid, prefix, start_dtx_on, test_settings, Bank, BankFaults, DtxProcess, Fault, FaultProxy,
-    Persistence, RedisServer, TestApp, TransferWorkflows, TCC_BRANCHES,
+    gid, prefix, start_dtx_on, test_settings, timings, Bank, BankFaults, DtxProcess, Fault,
+    FaultProxy, Persistence, RedisServer, TestApp, TransferWorkflows, TCC_BRANCHES,
 };
 
 const ACCOUNTS: usize = 20;
@@ -472,6 +472,58 @@ async fn transfers_through_replica_kills_pauses_and_a_redis_crash() {
         let succeeded = ended.get(&kind).map_or(0, |e| e.0);
         assert!(succeeded > 0, "{kind:?}: some went through");
     }
+}
+
+/// A replica SIGKILLed under the mixed load (no branch faults but slow
+/// answers), submits and branch calls in flight: besides [`check_all`],
+/// every saga sent before the kill that was not over by then ends within
+/// the lease plus a second of it (its last branch call, after another
+/// replica took it over), and some did wait for the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_work_is_taken_over_within_the_lease() {
+    let redis = RedisServer::start_with(Persistence::AofAlways);
+    let p = prefix();
+    let mut replicas: Vec<DtxProcess> = (0..3)
+        .map(|_| start_dtx_on(&redis.url(), &p, &[]))
+        .collect();
+    // slow answers (well within the request timeout) keep calls in flight
+    let bank = bank(BankFaults {
+        slow: 30,
+        slow_ms: 300,
+        ..BankFaults::default()
+    })
+    .await;
+    let bases = Arc::new(Mutex::new(
+        replicas.iter().map(|r| r.base.clone()).collect(),
+    ));
+    subscribe(&replicas[0].base, &bank).await;
+    let end = Instant::now() + load_secs(4);
+    let load = tokio::spawn({
+        let (bank, bases) = (bank.clone(), bases.clone());
+        async move { mixed_load(&bank, &bases, 6, end).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let killed_at = Instant::now();
+    replicas[0].kill();
+    let sent = load.await.unwrap();
+    check_all(&replicas[1].base, &bank, &sent, Loss::None).await;
+    let taken_over: Vec<Duration> = sent
+        .iter()
+        .filter(|t| matches!(t.kind, Kind::Saga | Kind::ConcurrentSaga) && t.at < killed_at)
+        .filter_map(|t| bank.last_call(&t.gid)?.checked_duration_since(killed_at))
+        .collect();
+    let worst = taken_over.iter().max().copied().unwrap_or_default();
+    let bound = Duration::from_millis(timings::TEST.lease_ms + 1_000);
+    eprintln!(
+        "{} sagas sent before the kill ended after it, the last {worst:?} after it (bound {bound:?})",
+        taken_over.len()
+    );
+    let lease = Duration::from_millis(timings::TEST.lease_ms);
+    assert!(
+        taken_over.iter().any(|&d| d >= lease / 2),
+        "no saga waited for the dead replica's lease: {taken_over:?}"
+    );
+    assert!(worst <= bound, "a saga took {worst:?} after the kill");
 }
 
 /// The same under AOF `everysec`: a Redis crash may lose the last second
