@@ -1,5 +1,6 @@
 //! Deliberate defects, for the fault suite's self-check: built only with
-//! the cargo feature `self-check` (never in a release), each switched on at
+//! the cargo feature `self-check`, in debug builds only (a release build
+//! with it does not compile), each switched on at
 //! start by naming its fail point in `FAILPOINTS` (`FAILPOINTS=name=return`,
 //! the `fail` crate's syntax). `tests/fault-suite.sh --self-check` runs the
 //! suite once for each and requires it to fail.
@@ -11,6 +12,9 @@
 //! - `error-is-failure`: a branch's 500 counts as a FAILURE (the
 //!   transaction rolls back instead of retrying).
 
+#[cfg(not(debug_assertions))]
+compile_error!("the self-check feature breaks dtx on purpose: debug builds only");
+
 /// The lines of `record.lua` the two script defects change.
 const EPOCH_CHECK: &str = "if current[2] ~= epoch then";
 const DUE_AT: &str = "rcall('ZADD', due_key, when, gid)";
@@ -19,8 +23,14 @@ const DUE_AT: &str = "rcall('ZADD', due_key, when, gid)";
 /// binary and a test process alike), for the rest of it.
 fn setup() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    // the scenario tears the fail points down when dropped: it never is
-    ONCE.call_once(|| std::mem::forget(fail::FailScenario::setup()));
+    ONCE.call_once(|| {
+        // the scenario tears the fail points down when dropped: it never is
+        std::mem::forget(fail::FailScenario::setup());
+        let defects = std::env::var("FAILPOINTS").unwrap_or_default();
+        if !defects.is_empty() {
+            tracing::warn!(%defects, "self-check build: deliberate defects switched on");
+        }
+    });
 }
 
 /// Script `name`'s source with the defects switched on applied.

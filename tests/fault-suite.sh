@@ -7,8 +7,10 @@
 #                                       `cargo test --workspace`)
 #   tests/fault-suite.sh --long [SECS]  the mixed loads under faults for SECS
 #                                       seconds each (default 600)
-#   tests/fault-suite.sh --everysec     measures what a Redis crash under
-#                                       appendfsync everysec loses (prints it)
+#   tests/fault-suite.sh --everysec [SECS]
+#                                       measures what Redis crashes under
+#                                       appendfsync everysec lose (prints it);
+#                                       a crash every 10 s (default 60)
 #   tests/fault-suite.sh --self-check   builds dtx with deliberate defects
 #                                       (cargo feature self-check) and runs
 #                                       the short form once per defect: each
@@ -31,6 +33,7 @@ case "${1:-}" in
   exec cargo test --test it -- faults:: --nocapture
   ;;
 --everysec)
+  export DTX_FAULT_SECS="${2:-60}"
   exec cargo test --test it -- faults::loss_under --ignored --nocapture
   ;;
 --self-check)
@@ -38,7 +41,8 @@ case "${1:-}" in
   trap 'rm -rf "$log"' EXIT
   cargo test --features self-check --test it --no-run
   # the same build with no defect switched on must pass
-  if ! cargo test --features self-check --test it -- "${SUITE[@]}" >"$log/none" 2>&1; then
+  if ! env -u FAILPOINTS cargo test --features self-check --test it -- "${SUITE[@]}" \
+    >"$log/none" 2>&1; then
     tail -40 "$log/none"
     echo "self-check: the suite fails with no defect switched on" >&2
     exit 1
@@ -52,16 +56,24 @@ case "${1:-}" in
       missed=1
       continue
     fi
+    # a run that failed without a failing test (a build error, say)
+    # caught nothing
+    if ! grep -qE "^test .* FAILED$" "$log/$defect"; then
+      tail -20 "$log/$defect"
+      echo "self-check: $defect: the run failed, but no test did" >&2
+      missed=1
+      continue
+    fi
     echo "self-check: $defect: the suite failed; caught by:"
     grep -E "^test .* FAILED$" "$log/$defect" | sed 's/^test /  /; s/ \.\.\. FAILED$//'
     # the first line of each assertion that fired
-    grep -A1 -E "^thread '.*' .*panicked at" "$log/$defect" | grep -vE "^(thread|--)" |
-      sort | uniq -c | sort -rn | head -8 | sed 's/^/   /'
+    { grep -A1 -E "^thread '.*' .*panicked at" "$log/$defect" || true; } |
+      { grep -vE "^(thread|--)" || true; } | sort | uniq -c | sort -rn | head -8 | sed 's/^/   /'
   done
   exit "$missed"
   ;;
 *)
-  sed -n '2,15p' "$0" >&2
+  sed -n '2,17p' "$0" >&2
   exit 2
   ;;
 esac
