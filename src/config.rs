@@ -381,6 +381,13 @@ impl Settings {
                 if tls.tls_cert_file.is_empty() != tls.tls_key_file.is_empty() {
                     return bad("redis.tls_cert_file and redis.tls_key_file go together");
                 }
+                if tls
+                    .url
+                    .split_once('#')
+                    .is_some_and(|(_, f)| f == "insecure")
+                {
+                    return bad("redis.url: #insecure would turn the certificate checks off; name a private CA in redis.tls_ca_file instead");
+                }
                 let files = [&tls.tls_ca_file, &tls.tls_cert_file];
                 if files.iter().any(|f| !f.is_empty()) && !target.is_tls() {
                     return bad("redis.tls_* files are for TLS URLs only (rediss://, rediss+cluster://, rediss+sentinel://)");

@@ -52,6 +52,32 @@ fn bad_values_are_named() {
 }
 
 #[test]
+fn tls_settings_are_checked() {
+    let refusal =
+        |pairs: &[(&str, &str)]| Settings::load(None, env(pairs)).unwrap_err().to_string();
+    let e = refusal(&[("DTX_REDIS_URL", "rediss://h:1/#insecure")]);
+    assert!(
+        e.contains("#insecure") && e.contains("redis.tls_ca_file"),
+        "{e}"
+    );
+    let e = refusal(&[("DTX_REDIS_TLS_CA_FILE", "/ca.pem")]);
+    assert!(e.contains("TLS URLs only"), "{e}");
+    let e = refusal(&[
+        ("DTX_REDIS_URL", "rediss://h:1"),
+        ("DTX_REDIS_TLS_CERT_FILE", "/c.pem"),
+    ]);
+    assert!(e.contains("go together"), "{e}");
+    let tls = [
+        ("DTX_REDIS_URL", "rediss+cluster://h:1,h:2"),
+        ("DTX_REDIS_TLS_CA_FILE", "/ca.pem"),
+        ("DTX_REDIS_TLS_CERT_FILE", "/c.pem"),
+        ("DTX_REDIS_TLS_KEY_FILE", "/c.key"),
+    ];
+    let s = Settings::load(None, env(&tls)).unwrap();
+    assert_eq!(s.redis.tls_key_file, "/c.key");
+}
+
+#[test]
 fn tokens_never_show_in_debug() {
     let s = Settings::load(
         None,
