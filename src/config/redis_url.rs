@@ -106,12 +106,21 @@ impl RedisTarget {
 
     /// Whether dtx talks TLS to it.
     pub fn is_tls(&self) -> bool {
-        let first = match self {
-            Self::Single(url) => Some(url),
-            Self::Cluster(seeds) => seeds.first(),
-            Self::Sentinel(target) => target.sentinels.first(),
-        };
-        first.is_some_and(|url| url.starts_with("rediss://"))
+        match self {
+            Self::Single(url) => url.starts_with("rediss://"),
+            Self::Cluster(seeds) => seeds.first().is_some_and(|s| s.starts_with("rediss://")),
+            Self::Sentinel(target) => target.is_tls(),
+        }
+    }
+}
+
+impl SentinelTarget {
+    /// Whether dtx talks TLS to the sentinels, and so to the master
+    /// (`rediss+sentinel://` names every sentinel `rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.sentinels
+            .first()
+            .is_some_and(|url| url.starts_with("rediss://"))
     }
 }
 

@@ -72,11 +72,7 @@ impl Follower {
         if let Some(password) = &target.password {
             builder = builder.set_client_to_redis_password(password);
         }
-        if target
-            .sentinels
-            .iter()
-            .all(|url| url.starts_with("rediss://"))
-        {
+        if target.is_tls() {
             builder = builder
                 .set_client_to_redis_tls_mode(TlsMode::Secure)
                 .set_client_to_sentinel_tls_mode(TlsMode::Secure);

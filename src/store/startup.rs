@@ -25,18 +25,13 @@ impl Store {
         finished_ttl_s: u64,
     ) -> Result<Self, StartError> {
         let url = redact_url(&settings.url);
-        let connect_err = |e: RedisError| StartError::Connect {
+        let start_err = |error: String| StartError::Connect {
             url: url.clone(),
-            error: e.to_string(),
+            error,
         };
-        let target = Target::parse(&settings.url).map_err(|error| StartError::Connect {
-            url: url.clone(),
-            error,
-        })?;
-        let certs = super::tls::certificates(settings).map_err(|error| StartError::Connect {
-            url: url.clone(),
-            error,
-        })?;
+        let connect_err = |e: RedisError| start_err(e.to_string());
+        let target = Target::parse(&settings.url).map_err(start_err)?;
+        let certs = super::tls::certificates(settings).map_err(start_err)?;
         let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
         let response_timeout = Duration::from_millis(settings.response_timeout_ms);
         let (mut conn, reads, policies) = match &target {
@@ -58,13 +53,7 @@ impl Store {
                     .query_async(&mut conn)
                     .await
                     .map_err(connect_err)?;
-                let reads =
-                    ReadPool::Single(single_read_pool(node, settings).map_err(|error| {
-                        StartError::Connect {
-                            url: url.clone(),
-                            error,
-                        }
-                    })?);
+                let reads = ReadPool::Single(single_read_pool(node, settings).map_err(start_err)?);
                 (conn, reads, vec![(url.clone(), eviction_policy(&info))])
             }
             Target::Sentinel(target) => {
@@ -82,10 +71,7 @@ impl Store {
                     .map_err(connect_err)?;
                 let for_master = settings.clone();
                 let make = move |info: redis::ConnectionInfo| single_read_pool(info, &for_master);
-                let first = make(master.info.clone()).map_err(|error| StartError::Connect {
-                    url: url.clone(),
-                    error,
-                })?;
+                let first = make(master.info.clone()).map_err(start_err)?;
                 let reads = ReadPool::Sentinel(Arc::new(SentinelReads {
                     follower,
                     pool: Mutex::new((master.generation, first)),
@@ -109,11 +95,7 @@ impl Store {
                 let mut conn = Conn::Cluster(cluster, response_timeout);
                 check_cluster(&mut conn, &url, settings.shards).await?;
                 let policies = master_policies(&mut conn).await.map_err(connect_err)?;
-                let reads =
-                    cluster_read_pool(client, settings).map_err(|error| StartError::Connect {
-                        url: url.clone(),
-                        error,
-                    })?;
+                let reads = cluster_read_pool(client, settings).map_err(start_err)?;
                 (conn, ReadPool::Cluster(reads, response_timeout), policies)
             }
         };

@@ -60,7 +60,6 @@ impl RedisCluster {
                     args.extend(certs.redis_args(free_port()));
                     args.extend(["--tls-cluster", "yes"].map(str::to_owned));
                 }
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 RedisServer::start_on_free_port(Persistence::None, &args)
             })
             .collect();

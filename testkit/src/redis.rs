@@ -54,9 +54,7 @@ impl RedisServer {
     /// ([`RedisServer::tls_url`]); the plain port stays for the tests'
     /// own looks.
     pub fn start_tls(certs: &crate::Certs) -> Self {
-        let args = certs.redis_args(free_port());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Self::start_on_free_port(Persistence::None, &args)
+        Self::start_on_free_port(Persistence::None, &certs.redis_args(free_port()))
     }
 
     /// Starts a replica of `primary` (no persistence of its own) and waits
@@ -81,7 +79,6 @@ impl RedisServer {
             "127.0.0.1".to_owned(),
             port.to_string(),
         ]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = Self::start_on_free_port(Persistence::None, &args);
         let deadline = Instant::now() + Duration::from_secs(10);
         while server.info_text("replication", "master_link_status") != "up" {
@@ -95,7 +92,7 @@ impl RedisServer {
     /// its own. A free port can be taken before redis-server binds it (by
     /// another test's outgoing connection, say): then it exits, and another
     /// is tried.
-    pub(crate) fn start_on_free_port(persistence: Persistence, extra: &[&str]) -> Self {
+    pub(crate) fn start_on_free_port(persistence: Persistence, extra: &[String]) -> Self {
         for _ in 0..5 {
             let dir = crate::scratch_dir("redis");
             if let Some(server) = Self::try_launch(persistence, free_port(), dir, extra) {
@@ -105,7 +102,7 @@ impl RedisServer {
         panic!("redis-server exited at start on five free ports in a row");
     }
 
-    fn launch(persistence: Persistence, port: u16, dir: PathBuf, extra: &[&str]) -> Self {
+    fn launch(persistence: Persistence, port: u16, dir: PathBuf, extra: &[String]) -> Self {
         Self::try_launch(persistence, port, dir, extra)
             .unwrap_or_else(|| panic!("redis-server on port {port} exited at start"))
     }
@@ -115,7 +112,7 @@ impl RedisServer {
         persistence: Persistence,
         port: u16,
         dir: PathBuf,
-        extra: &[&str],
+        extra: &[String],
     ) -> Option<Self> {
         let mut cmd = Command::new("redis-server");
         let fsync = match persistence {
@@ -136,7 +133,7 @@ impl RedisServer {
             .expect("tests need redis-server on PATH (apt-get install redis-server)");
         let tls_port = extra
             .iter()
-            .position(|a| *a == "--tls-port")
+            .position(|a| a == "--tls-port")
             .and_then(|i| extra.get(i + 1)?.parse().ok());
         let mut server = Self {
             child,
@@ -144,7 +141,7 @@ impl RedisServer {
             tls_port,
             dir,
             persistence,
-            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
+            extra: extra.to_vec(),
         };
         // a server that exited is dropped: its directory goes with it
         server.wait_ready().then_some(server)
@@ -208,8 +205,7 @@ impl RedisServer {
 
     /// Starts it again after [`RedisServer::kill`].
     pub fn revive(&mut self) {
-        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let again = Self::launch(self.persistence, self.port, self.dir.clone(), &extra);
+        let again = Self::launch(self.persistence, self.port, self.dir.clone(), &self.extra);
         let old = std::mem::replace(self, again);
         // its process is gone and its directory is ours now
         std::mem::forget(old);

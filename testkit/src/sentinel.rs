@@ -60,7 +60,6 @@ impl RedisSentinel {
             }
             Some(certs) => {
                 let args = certs.redis_args(free_port());
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let primary = RedisServer::start_on_free_port(Persistence::AofAlways, &args);
                 let replica = RedisServer::start_replica_on(&primary, Some(certs));
                 (primary, replica)

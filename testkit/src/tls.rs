@@ -8,17 +8,11 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
 };
 
-/// The CA's and the certificates' PEM text and files; the directory is
+/// The CA's and the certificates' PEM files; the directory is
 /// removed when dropped.
 pub struct Certs {
     /// The directory of the files.
     pub dir: PathBuf,
-    /// The CA's certificate.
-    pub ca: String,
-    /// The server certificate, for `127.0.0.1` and `localhost`.
-    pub cert: String,
-    /// Its key.
-    pub key: String,
 }
 
 impl Certs {
@@ -53,12 +47,7 @@ impl Certs {
         ] {
             std::fs::write(dir.join(name), pem).unwrap();
         }
-        Self {
-            dir,
-            ca: ca.pem(),
-            cert,
-            key,
-        }
+        Self { dir }
     }
 
     /// The path of one of its files.
