@@ -7,12 +7,16 @@
 //! ```text
 //! cargo bench --bench load -- <workload> [--conc N] [--secs S] [--rate R] [--aof] [--count N]
 //! workloads: w0 w1 w2 w3 w4 w5 w6 fanout redis dtmrs all
+//! cargo bench --bench load -- pairs [--pairs 3] [--w0]   (dtmrs and dtx alternating)
+//! cargo bench --bench load -- growth [--count 1000000]   (see load/growth.rs)
 //! cargo bench --bench load -- cluster [--masters 1,2,3] [--shards 16]   (see load/cluster.rs)
 //! cargo bench --bench load -- spread
 //! ```
 
 #[path = "load/cluster.rs"]
 mod cluster;
+#[path = "load/growth.rs"]
+mod growth;
 
 use std::collections::HashMap;
 use std::net::UdpSocket;
@@ -291,10 +295,15 @@ impl busi::busi_server::Busi for GrpcBusi {
     }
 }
 
+/// Set by `POST /release` of the branch service: calls of `hold` answer.
+static RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Wakes the held calls.
+static HELD: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 /// Branch-service mode: answers every call at once; paths starting with
-/// `fail` answer FAILURE; a call with `n=1` in its query sends the gid to
-/// the harness over UDP (the harness's "finished" signal). The gRPC side
-/// listens on `grpc_port`.
+/// `fail` answer FAILURE; calls of `hold` wait until `POST /release`; a
+/// call with `n=1` in its query sends the gid to the harness over UDP (the
+/// harness's "finished" signal). The gRPC side listens on `grpc_port`.
 async fn branch_service(port: u16, notify: u16, grpc_port: u16) {
     use axum::extract::{Path, RawQuery, State};
     use axum::routing::{any, get};
@@ -323,6 +332,16 @@ async fn branch_service(port: u16, notify: u16, grpc_port: u16) {
     ) -> axum::response::Response {
         use axum::response::IntoResponse;
         *counts.lock().unwrap().entry(path.clone()).or_default() += 1;
+        if path == "hold" {
+            // held until the harness posts /release (growth: memory in flight)
+            loop {
+                let released = HELD.notified();
+                if RELEASED.load(Ordering::Acquire) {
+                    break;
+                }
+                released.await;
+            }
+        }
         let q = q.unwrap_or_default();
         if q.contains("n=1") {
             if let Some(gid) = q.split('&').find_map(|kv| kv.strip_prefix("gid=")) {
@@ -344,6 +363,14 @@ async fn branch_service(port: u16, notify: u16, grpc_port: u16) {
             "/stats",
             get(|State((counts, _)): State<S>| async move {
                 axum::Json(counts.lock().unwrap().clone())
+            }),
+        )
+        .route(
+            "/release",
+            axum::routing::post(|| async {
+                RELEASED.store(true, Ordering::Release);
+                HELD.notify_waiters();
+                ""
             }),
         )
         .route("/{*path}", any(handle))
@@ -412,6 +439,8 @@ enum Kind {
     W3,
     /// tcc, prepare, register two branches, submit.
     W4,
+    /// W1 with this many steps, every action on the path `s`.
+    Steps(usize),
 }
 
 /// One transaction of `kind`; returns when it is known finished.
@@ -496,6 +525,22 @@ async fn one(
                 .submit(request)
                 .await
                 .map_err(|e| format!("submit: {e}"))?;
+            wait(rx).await
+        }
+        Kind::Steps(n) => {
+            let rx = waiters.expect(gid);
+            let steps: Vec<Value> = (0..n)
+                .map(|i| {
+                    let notify = if i + 1 == n { "?n=1" } else { "" };
+                    json!({"action": format!("{b}/s{notify}"), "compensate": format!("{b}/c")})
+                })
+                .collect();
+            let payloads = vec!["{\"amount\":30}"; n];
+            post(
+                "submit",
+                json!({"gid": gid, "trans_type": "saga", "steps": steps, "payloads": payloads}),
+            )
+            .await?;
             wait(rx).await
         }
         Kind::W2 => {
@@ -748,6 +793,7 @@ fn header() {
     println!("|---|---|---|---|---|---|---|---|---|");
 }
 
+#[derive(Clone)]
 struct Opts {
     conc: Vec<usize>,
     secs: f64,
@@ -759,6 +805,10 @@ struct Opts {
     masters: Vec<usize>,
     /// `cluster`: `redis.shards`.
     shards: u32,
+    /// `pairs`: how many alternating pairs.
+    pairs: usize,
+    /// `pairs`: W0 instead of W1.
+    w0: bool,
 }
 
 /// Checks the branch calls of a run: each listed path was called exactly
@@ -805,11 +855,27 @@ fn check_statuses(redis: &RedisServer, tag: &str, n: u64, status: &str) -> Resul
 }
 
 async fn workload(name: &str, kind: Kind, replicas: usize, o: &Opts) {
-    workload_on(name, kind, replicas, o, None).await
+    workload_on(name, kind, replicas, o, None).await;
 }
 
-/// Runs a workload against dtx, or against the peer `dtmrs` binary.
-async fn workload_on(name: &str, kind: Kind, replicas: usize, o: &Opts, peer: Option<&str>) {
+/// What one run of a workload measured: tx/s, and the coordinator's own
+/// CPU µs per transaction (dtx's, or the peer's).
+#[derive(Clone, Copy)]
+struct Measured {
+    tps: f64,
+    cpu: f64,
+}
+
+/// Runs a workload against dtx, or against the peer `dtmrs` binary; one
+/// [`Measured`] per concurrency.
+async fn workload_on(
+    name: &str,
+    kind: Kind,
+    replicas: usize,
+    o: &Opts,
+    peer: Option<&str>,
+) -> Vec<Measured> {
+    let mut measured = Vec::new();
     // an open-loop run has no concurrency setting: run it once
     let concs = if o.rate.is_some() {
         vec![0]
@@ -880,6 +946,14 @@ async fn workload_on(name: &str, kind: Kind, replicas: usize, o: &Opts, peer: Op
             None => closed(kind, conc, o.secs, &targets, branches, &waiters, &tag).await,
         };
         let cpu = cpu.per_tx(run.done);
+        measured.push(Measured {
+            tps: run.done as f64 / run.secs,
+            cpu: cpu
+                .iter()
+                .filter(|(n, _)| *n == "dtx" || *n == "dtmrs")
+                .map(|(_, v)| v)
+                .sum(),
+        });
         // let the last final records land before reading Redis
         tokio::time::sleep(Duration::from_millis(300)).await;
         let scripts = (redis.script_calls() - scripts0) as f64 / run.done.max(1) as f64;
@@ -918,6 +992,7 @@ async fn workload_on(name: &str, kind: Kind, replicas: usize, o: &Opts, peer: Op
                 ("confirm01", n),
                 ("confirm02", n),
             ],
+            Kind::Steps(steps) => vec![("s", n * steps as u64)],
         };
         let status = if kind == Kind::W2 {
             "failed"
@@ -936,6 +1011,45 @@ async fn workload_on(name: &str, kind: Kind, replicas: usize, o: &Opts, peer: Op
             Ok(()) => eprintln!("  check: {n} transactions {status}, branch calls exact"),
             Err(e) => eprintln!("  CHECK FAILED: {e}"),
         }
+    }
+    measured
+}
+
+/// dtx against the peer in one sitting: `--pairs` pairs of runs (peer,
+/// then dtx, each on fresh processes) of W1, or W0 with `--w0`, at each
+/// `--conc`; prints each pair's ratio and the median.
+async fn pairs(o: &Opts, bin: &str) {
+    let (kind, name) = if o.w0 {
+        (Kind::W0, "w0")
+    } else {
+        (Kind::W1, "w1")
+    };
+    for &conc in &o.conc {
+        let one = Opts {
+            conc: vec![conc],
+            ..o.clone()
+        };
+        let mut ratios = Vec::new();
+        for pair in 0..o.pairs {
+            let peer =
+                workload_on(&format!("{name}-dtmrs-p{pair}"), kind, 1, &one, Some(bin)).await;
+            let own = workload_on(&format!("{name}-p{pair}"), kind, 1, &one, None).await;
+            let (peer, own) = (peer[0], own[0]);
+            let ratio = own.tps / peer.tps;
+            eprintln!(
+                "  pair {pair}: dtmrs {:.0} tx/s ({:.0} µs/tx), dtx {:.0} tx/s ({:.0} µs/tx): {ratio:.2}x",
+                peer.tps, peer.cpu, own.tps, own.cpu
+            );
+            ratios.push(ratio);
+        }
+        ratios.sort_by(f64::total_cmp);
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "{name} c{conc} dtx / dtmrs over {} alternating pairs: {} (median {:.2}x)",
+            o.pairs,
+            shown.join(", "),
+            ratios[ratios.len() / 2]
+        );
     }
 }
 
@@ -995,18 +1109,95 @@ async fn fanout(o: &Opts) {
     }
 }
 
-/// Baseline (b): dtx's create and final-record scripts, pipelined on one
-/// multiplexed connection as dtx issues them, with no HTTP at all.
-async fn redis_ceiling(o: &Opts) {
+/// Stores one finished 2-step saga the way dtx does: its `create_trans`
+/// and its final `record`, with W1's arguments.
+pub(crate) async fn store_saga(store: &dtx::store::Store, gid: String, now: u64) {
     use dtx::domain::{
         build_new, BranchInput, BranchStatus, GlobalStatus, Limits, NewTransInput, TransKind,
         TransOptions,
     };
-    use dtx::store::{Held, Record, Schedule, Stamp, Store};
-    let redis = start_redis(o.aof);
+    use dtx::store::{Held, Record, Schedule, Stamp};
+    let url = |p: &str| format!("http://127.0.0.1:40000/{p}");
+    let t = build_new(
+        NewTransInput {
+            gid,
+            kind: TransKind::Saga,
+            steps: vec![
+                BranchInput {
+                    action: url("a1"),
+                    compensate: url("c1"),
+                },
+                BranchInput {
+                    action: url("a2"),
+                    compensate: url("c2"),
+                },
+            ],
+            payloads: vec!["{\"amount\":30}".into(), "{\"amount\":30}".into()],
+            custom_data: String::new(),
+            query_prepared: String::new(),
+            protocol: String::new(),
+            opts: TransOptions::default(),
+            topics: Default::default(),
+        },
+        GlobalStatus::Submitted,
+        now,
+        &Limits {
+            max_gid_len: 128,
+            max_branches: 2000,
+            max_payload_bytes: 2 << 20,
+        },
+    )
+    .unwrap();
+    store.create_trans(&t, 1, Some(now + 5000)).await.unwrap();
+    let rec = Record {
+        status: Some(GlobalStatus::Succeed),
+        fields: vec![("attempt", "0".into()), ("finish_ms", now.to_string())],
+        branches: vec![
+            (
+                "01:action".into(),
+                BranchStatus::Prepared,
+                BranchStatus::Succeed,
+            ),
+            (
+                "02:action".into(),
+                BranchStatus::Prepared,
+                BranchStatus::Succeed,
+            ),
+        ],
+        schedule: Schedule::Finish,
+    };
+    store
+        .record(
+            &Held {
+                gid: &t.gid,
+                create_ms: now,
+                epoch: 1,
+                status: GlobalStatus::Submitted,
+            },
+            Stamp {
+                owner: "bench",
+                now_ms: now,
+            },
+            &rec,
+        )
+        .await
+        .unwrap();
+}
+
+/// A store on the harness's Redis with dtx's default settings.
+pub(crate) async fn bench_store(redis: &RedisServer) -> dtx::store::Store {
     let mut settings = dtx::Settings::load(None, |_| None).unwrap();
     settings.redis.url = redis.url();
-    let store = Store::connect(&settings.redis, 86_400).await.unwrap();
+    dtx::store::Store::connect(&settings.redis, 86_400)
+        .await
+        .unwrap()
+}
+
+/// Baseline (b): dtx's create and final-record scripts, pipelined on one
+/// multiplexed connection as dtx issues them, with no HTTP at all.
+async fn redis_ceiling(o: &Opts) {
+    let redis = start_redis(o.aof);
+    let store = bench_store(&redis).await;
     let conc = o.conc.iter().copied().max().unwrap_or(100);
     let procs = vec![("redis", redis.pid()), ("loadgen", std::process::id())];
     let cpu = Cpu::take(&procs);
@@ -1021,71 +1212,7 @@ async fn redis_ceiling(o: &Opts) {
             while Instant::now() < end {
                 let i = counter.fetch_add(1, Ordering::Relaxed);
                 let now = 1_800_000_000_000 + i as u64;
-                let url = |p: &str| format!("http://127.0.0.1:40000/{p}");
-                let t = build_new(
-                    NewTransInput {
-                        gid: format!("ceil-{i}"),
-                        kind: TransKind::Saga,
-                        steps: vec![
-                            BranchInput {
-                                action: url("a1"),
-                                compensate: url("c1"),
-                            },
-                            BranchInput {
-                                action: url("a2"),
-                                compensate: url("c2"),
-                            },
-                        ],
-                        payloads: vec!["{\"amount\":30}".into(), "{\"amount\":30}".into()],
-                        custom_data: String::new(),
-                        query_prepared: String::new(),
-                        protocol: String::new(),
-                        opts: TransOptions::default(),
-                        topics: Default::default(),
-                    },
-                    GlobalStatus::Submitted,
-                    now,
-                    &Limits {
-                        max_gid_len: 128,
-                        max_branches: 2000,
-                        max_payload_bytes: 2 << 20,
-                    },
-                )
-                .unwrap();
-                store.create_trans(&t, 1, Some(now + 5000)).await.unwrap();
-                let rec = Record {
-                    status: Some(GlobalStatus::Succeed),
-                    fields: vec![("attempt", "0".into()), ("finish_ms", now.to_string())],
-                    branches: vec![
-                        (
-                            "01:action".into(),
-                            BranchStatus::Prepared,
-                            BranchStatus::Succeed,
-                        ),
-                        (
-                            "02:action".into(),
-                            BranchStatus::Prepared,
-                            BranchStatus::Succeed,
-                        ),
-                    ],
-                    schedule: Schedule::Finish,
-                };
-                store
-                    .record(
-                        &Held {
-                            gid: &t.gid,
-                            create_ms: now,
-                            epoch: 1,
-                            status: GlobalStatus::Submitted,
-                        },
-                        Stamp {
-                            owner: "bench",
-                            now_ms: now,
-                        },
-                        &rec,
-                    )
-                    .await
-                    .unwrap();
+                store_saga(&store, format!("ceil-{i}"), now).await;
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -1337,6 +1464,8 @@ fn parse_opts(args: &[String]) -> Opts {
         otel: false,
         masters: vec![1, 2, 3],
         shards: 16,
+        pairs: 3,
+        w0: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -1350,6 +1479,8 @@ fn parse_opts(args: &[String]) -> Opts {
             "--count" => o.count = val().parse().unwrap_or(100_000),
             "--masters" => o.masters = val().split(',').filter_map(|v| v.parse().ok()).collect(),
             "--shards" => o.shards = val().parse().unwrap_or(16),
+            "--pairs" => o.pairs = val().parse().unwrap_or(3),
+            "--w0" => o.w0 = true,
             _ => {}
         }
     }
@@ -1425,6 +1556,17 @@ fn main() {
                 None => eprintln!("dtmrs is not installed (cargo install dtmrs --features redis): peer baseline skipped"),
             }
         }
+        if which == "pairs" {
+            match dtmrs_bin() {
+                Some(bin) => pairs(&o, &bin).await,
+                None => eprintln!("dtmrs is not installed (cargo install dtmrs --features redis)"),
+            }
+        }
+        if which == "growth" {
+            growth::steps(&o).await;
+            growth::in_flight().await;
+            growth::retained(o.count).await;
+        }
         if which == "cluster" {
             cluster::scaling(&o).await;
         }
@@ -1432,7 +1574,7 @@ fn main() {
             cluster::spread().await;
         }
         if which == "help" {
-            eprintln!("usage: cargo bench --bench load -- <w0|w1|w1-grpc|w2|w3|w4|w5|w6|reads|fanout|redis|dtmrs|all|cluster|spread> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N] [--otel] [--masters 1,2,3] [--shards 16]");
+            eprintln!("usage: cargo bench --bench load -- <w0|w1|w1-grpc|w2|w3|w4|w5|w6|reads|fanout|redis|dtmrs|pairs|growth|all|cluster|spread> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N] [--otel] [--masters 1,2,3] [--shards 16] [--pairs 3] [--w0]");
         }
     });
 }

@@ -31,6 +31,9 @@ const MAX_HOST_POOLS: usize = 1024;
 /// Calls branches.
 #[derive(Clone)]
 pub struct Caller {
+    /// Plain `http://` calls sent as written.
+    plain: plain::Client,
+    /// Every other HTTP call (TLS, URLs to normalise, JSON-RPC) and alerts.
     client: reqwest::Client,
     allow: AllowList,
     limit: Arc<Semaphore>,
@@ -93,6 +96,7 @@ impl Caller {
             .map_err(|e| e.to_string())?;
         let share = (settings.max_in_flight * settings.host_share_percent as usize / 100).max(1);
         Ok(Self {
+            plain: plain::client(settings.pool_idle_per_host),
             client,
             allow,
             limit: Arc::new(Semaphore::new(settings.max_in_flight)),
@@ -321,6 +325,33 @@ impl Caller {
                 .call(t, &target, (req.branch_id, req.op), body, timeout, trace);
             return Box::pin(call).await;
         }
+        let query = [
+            ("gid", t.gid.as_str()),
+            ("trans_type", t.kind.as_str()),
+            ("branch_id", req.branch_id),
+            ("op", req.op),
+        ];
+        if t.protocol != "json-rpc" {
+            if let Some((uri, host_key)) = plain::target(req.url, &query) {
+                let Some(_permits) = self.permits(&host_key).await else {
+                    return Outcome::Unknown("branch call limiter closed".into());
+                };
+                let reply = plain::send(
+                    &self.plain,
+                    req.post,
+                    uri,
+                    branch_headers(t, trace),
+                    req.body.to_vec(),
+                    self.max_reply_bytes,
+                    timeout,
+                )
+                .await;
+                return match reply {
+                    Ok(reply) => self.classify_reply(req.url, reply, false),
+                    Err(e) => Outcome::Unknown(format!("calling {}: {e}", req.url)),
+                };
+            }
+        }
         let mut url = match url::Url::parse(req.url) {
             Ok(u) => u,
             Err(e) => return Outcome::Unknown(format!("bad url {}: {e}", req.url)),
@@ -339,11 +370,7 @@ impl Caller {
                 Err(e) => return Outcome::Unknown(e),
             },
             None => {
-                url.query_pairs_mut()
-                    .append_pair("gid", &t.gid)
-                    .append_pair("trans_type", t.kind.as_str())
-                    .append_pair("branch_id", req.branch_id)
-                    .append_pair("op", req.op);
+                url.query_pairs_mut().extend_pairs(query);
                 req.body.to_vec()
             }
         };
@@ -382,21 +409,44 @@ impl Caller {
         let status = response.status().as_u16();
         if response.status().is_redirection() {
             let location = location(&response);
-            tracing::warn!(url = %req.url, status, location = ?location, "branch answered a redirect, which dtx does not follow");
-            return Outcome::Unknown(format!(
-                "url:{} status {status}: redirect to {} not followed",
+            return self.classify_reply(
                 req.url,
+                plain::Reply {
+                    status,
+                    location,
+                    body: Vec::new(),
+                },
+                false,
+            );
+        }
+        let body = match read_prefix(&mut response, self.max_reply_bytes).await {
+            Ok(body) => body,
+            Err(e) => return Outcome::Unknown(format!("reading reply of {}: {e}", req.url)),
+        };
+        let reply = plain::Reply {
+            status,
+            location: None,
+            body,
+        };
+        self.classify_reply(req.url, reply, rpc_method.is_some())
+    }
+
+    /// The outcome of a branch's reply (a JSON-RPC one when `rpc`); a
+    /// redirect is never followed.
+    fn classify_reply(&self, url: &str, reply: plain::Reply, rpc: bool) -> Outcome {
+        let status = reply.status;
+        if (300..400).contains(&status) {
+            let location = reply.location.as_deref().map(truncate);
+            tracing::warn!(url = %url, status, location = ?location, "branch answered a redirect, which dtx does not follow");
+            return Outcome::Unknown(format!(
+                "url:{url} status {status}: redirect to {} not followed",
                 location.unwrap_or_default()
             ));
         }
-        let body = match read_prefix(&mut response, self.max_reply_bytes).await {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-            Err(e) => return Outcome::Unknown(format!("reading reply of {}: {e}", req.url)),
-        };
-        let outcome = classify(req.url, status, &body);
-        match (outcome, rpc_method) {
-            (Outcome::Succeeded, Some(_)) => classify_rpc(req.url, &body),
-            (outcome, _) => outcome,
+        let body = String::from_utf8_lossy(&reply.body);
+        match classify(url, status, &body) {
+            Outcome::Succeeded if rpc => classify_rpc(url, &body),
+            outcome => outcome,
         }
     }
 }
@@ -489,6 +539,7 @@ fn rpc_body(t: &Trans, req: &BranchRequest<'_>, method: &str) -> Result<String, 
 
 mod classify;
 mod grpc;
+mod plain;
 
 #[cfg(test)]
 mod tests;
