@@ -154,8 +154,15 @@ impl Lease {
 
     /// Awaits `work` (branch calls) while keeping the lease: renews it
     /// before half of it is gone (first, if it already is), and on a hard
-    /// stop hands it back and abandons the work.
+    /// stop hands it back and abandons the work. A draining replica starts
+    /// no new work: it hands the lease back (due now) before the first
+    /// poll, so a call it would abandon at the drain deadline, and another
+    /// replica then repeat, is never made.
     async fn hold<F: Future>(&mut self, engine: &Engine, t: &Trans, work: F) -> Step<F::Output> {
+        if engine.draining() {
+            self.release(engine, t, engine.now_ms()).await?;
+            return Err(Interrupted::Stopped);
+        }
         let mut work = pin!(work);
         loop {
             let renew_at = self.until.saturating_sub(engine.lease_ms / 2);

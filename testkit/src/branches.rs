@@ -125,10 +125,12 @@ impl Branches {
 
     /// Paths called for `gid`, in arrival order.
     pub fn paths_for(&self, gid: &str) -> Vec<String> {
-        self.calls()
-            .into_iter()
+        let state = self.state.lock().unwrap();
+        state
+            .calls
+            .iter()
             .filter(|c| c.query.get("gid").map(String::as_str) == Some(gid))
-            .map(|c| c.path)
+            .map(|c| c.path.clone())
             .collect()
     }
 
