@@ -1564,6 +1564,8 @@ fn main() {
         }
         if which == "growth" {
             growth::steps(&o).await;
+        }
+        if which == "growth" || which == "growth-memory" {
             growth::in_flight().await;
             growth::retained(o.count).await;
         }
@@ -1574,7 +1576,7 @@ fn main() {
             cluster::spread().await;
         }
         if which == "help" {
-            eprintln!("usage: cargo bench --bench load -- <w0|w1|w1-grpc|w2|w3|w4|w5|w6|reads|fanout|redis|dtmrs|pairs|growth|all|cluster|spread> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N] [--otel] [--masters 1,2,3] [--shards 16] [--pairs 3] [--w0]");
+            eprintln!("usage: cargo bench --bench load -- <w0|w1|w1-grpc|w2|w3|w4|w5|w6|reads|fanout|redis|dtmrs|pairs|growth|growth-memory|all|cluster|spread> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N] [--otel] [--masters 1,2,3] [--shards 16] [--pairs 3] [--w0]");
         }
     });
 }
