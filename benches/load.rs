@@ -7,7 +7,7 @@
 //! ```text
 //! cargo bench --bench load -- <workload> [--conc N] [--secs S] [--rate R] [--aof] [--count N]
 //! workloads: w0 w1 w2 w3 w4 w5 w6 fanout redis dtmrs all
-//! cargo bench --bench load -- pairs [--pairs 3] [--w0]   (dtmrs and dtx alternating)
+//! cargo bench --bench load -- pairs [--pairs 3] [--w0] [--base BIN]   (dtmrs, or another dtx build, and dtx alternating)
 //! cargo bench --bench load -- growth [--count 1000000]   (see load/growth.rs)
 //! cargo bench --bench load -- cluster [--masters 1,2,3] [--shards 16]   (see load/cluster.rs)
 //! cargo bench --bench load -- spread
@@ -63,8 +63,13 @@ fn start_dtx(redis: &RedisServer, extra: &[(&str, &str)]) -> (Proc, String) {
 
 /// [`start_dtx`] on the Redis (or cluster) at `url`.
 fn start_dtx_at(url: &str, extra: &[(&str, &str)]) -> (Proc, String) {
+    start_dtx_bin(env!("CARGO_BIN_EXE_dtx"), url, extra)
+}
+
+/// [`start_dtx_at`] with another dtx binary (`pairs --base`).
+fn start_dtx_bin(bin: &str, url: &str, extra: &[(&str, &str)]) -> (Proc, String) {
     let port = free_port();
-    let mut cmd = dtx_command(env!("CARGO_BIN_EXE_dtx").as_ref(), url, port);
+    let mut cmd = dtx_command(bin.as_ref(), url, port);
     cmd.envs(extra.iter().copied());
     let dtx = DtxProcess::spawn(cmd, port);
     let base = dtx.base.clone();
@@ -809,6 +814,8 @@ struct Opts {
     pairs: usize,
     /// `pairs`: W0 instead of W1.
     w0: bool,
+    /// `pairs`: another dtx binary to run against instead of dtmrs.
+    base: Option<String>,
 }
 
 /// Checks the branch calls of a run: each listed path was called exactly
@@ -866,14 +873,23 @@ struct Measured {
     cpu: f64,
 }
 
-/// Runs a workload against dtx, or against the peer `dtmrs` binary; one
-/// [`Measured`] per concurrency.
+/// What a run is measured against instead of this build's dtx.
+#[derive(Clone, Copy)]
+enum Peer<'a> {
+    /// The peer coordinator `dtmrs`, this binary.
+    Dtmrs(&'a str),
+    /// Another build of dtx, this binary.
+    Dtx(&'a str),
+}
+
+/// Runs a workload against dtx, or against a peer; one [`Measured`] per
+/// concurrency.
 async fn workload_on(
     name: &str,
     kind: Kind,
     replicas: usize,
     o: &Opts,
-    peer: Option<&str>,
+    peer: Option<Peer<'_>>,
 ) -> Vec<Measured> {
     let mut measured = Vec::new();
     // an open-loop run has no concurrency setting: run it once
@@ -899,7 +915,8 @@ async fn workload_on(
                 ("DTX_OTEL_ENDPOINT", endpoint.as_str()),
             ];
             dtxs.push(match peer {
-                Some(bin) => start_dtmrs(bin, &redis),
+                Some(Peer::Dtmrs(bin)) => start_dtmrs(bin, &redis),
+                Some(Peer::Dtx(bin)) => start_dtx_bin(bin, &redis.url(), &env),
                 None => start_dtx(&redis, &env),
             });
             grpc_targets.push(format!("http://127.0.0.1:{grpc_port}"));
@@ -1001,7 +1018,7 @@ async fn workload_on(
         };
         let check = if run.errors > 0 {
             Err(format!("{} errors", run.errors))
-        } else if peer.is_some() {
+        } else if let Some(Peer::Dtmrs(_)) = peer {
             // the peer's keys are its own: check the branch calls only
             check_calls(&delta, &want)
         } else {
@@ -1015,10 +1032,15 @@ async fn workload_on(
     measured
 }
 
-/// dtx against the peer in one sitting: `--pairs` pairs of runs (peer,
+/// dtx against a peer in one sitting: `--pairs` pairs of runs (the peer,
 /// then dtx, each on fresh processes) of W1, or W0 with `--w0`, at each
-/// `--conc`; prints each pair's ratio and the median.
-async fn pairs(o: &Opts, bin: &str) {
+/// `--conc`; prints each pair's ratio and the median. The peer is dtmrs,
+/// or with `--base BIN` another build of dtx.
+async fn pairs(o: &Opts, peer: Peer<'_>) {
+    let peer_name = match peer {
+        Peer::Dtmrs(_) => "dtmrs",
+        Peer::Dtx(_) => "base",
+    };
     let (kind, name) = if o.w0 {
         (Kind::W0, "w0")
     } else {
@@ -1029,26 +1051,35 @@ async fn pairs(o: &Opts, bin: &str) {
             conc: vec![conc],
             ..o.clone()
         };
-        let mut ratios = Vec::new();
+        let (mut ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
         for pair in 0..o.pairs {
-            let peer =
-                workload_on(&format!("{name}-dtmrs-p{pair}"), kind, 1, &one, Some(bin)).await;
+            let theirs = workload_on(
+                &format!("{name}-{peer_name}-p{pair}"),
+                kind,
+                1,
+                &one,
+                Some(peer),
+            )
+            .await;
             let own = workload_on(&format!("{name}-p{pair}"), kind, 1, &one, None).await;
-            let (peer, own) = (peer[0], own[0]);
-            let ratio = own.tps / peer.tps;
+            let (theirs, own) = (theirs[0], own[0]);
+            let ratio = own.tps / theirs.tps;
             eprintln!(
-                "  pair {pair}: dtmrs {:.0} tx/s ({:.0} µs/tx), dtx {:.0} tx/s ({:.0} µs/tx): {ratio:.2}x",
-                peer.tps, peer.cpu, own.tps, own.cpu
+                "  pair {pair}: {peer_name} {:.0} tx/s ({:.0} µs/tx), dtx {:.0} tx/s ({:.0} µs/tx): {ratio:.2}x",
+                theirs.tps, theirs.cpu, own.tps, own.cpu
             );
             ratios.push(ratio);
+            cpu_ratios.push(theirs.cpu / own.cpu);
         }
         ratios.sort_by(f64::total_cmp);
+        cpu_ratios.sort_by(f64::total_cmp);
         let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "{name} c{conc} dtx / dtmrs over {} alternating pairs: {} (median {:.2}x)",
+            "{name} c{conc} dtx / {peer_name} over {} alternating pairs: tx/s {} (median {:.2}x); {peer_name} CPU / dtx CPU per transaction, median {:.2}x",
             o.pairs,
             shown.join(", "),
-            ratios[ratios.len() / 2]
+            ratios[ratios.len() / 2],
+            cpu_ratios[cpu_ratios.len() / 2]
         );
     }
 }
@@ -1466,6 +1497,7 @@ fn parse_opts(args: &[String]) -> Opts {
         shards: 16,
         pairs: 3,
         w0: false,
+        base: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -1481,6 +1513,7 @@ fn parse_opts(args: &[String]) -> Opts {
             "--shards" => o.shards = val().parse().unwrap_or(16),
             "--pairs" => o.pairs = val().parse().unwrap_or(3),
             "--w0" => o.w0 = true,
+            "--base" => o.base = Some(val()),
             _ => {}
         }
     }
@@ -1550,16 +1583,19 @@ fn main() {
         if all || which == "dtmrs" {
             match dtmrs_bin() {
                 Some(bin) => {
-                    workload_on("w0-dtmrs", Kind::W0, 1, &o, Some(&bin)).await;
-                    workload_on("w1-dtmrs", Kind::W1, 1, &o, Some(&bin)).await;
+                    workload_on("w0-dtmrs", Kind::W0, 1, &o, Some(Peer::Dtmrs(&bin))).await;
+                    workload_on("w1-dtmrs", Kind::W1, 1, &o, Some(Peer::Dtmrs(&bin))).await;
                 }
                 None => eprintln!("dtmrs is not installed (cargo install dtmrs --features redis): peer baseline skipped"),
             }
         }
         if which == "pairs" {
-            match dtmrs_bin() {
-                Some(bin) => pairs(&o, &bin).await,
-                None => eprintln!("dtmrs is not installed (cargo install dtmrs --features redis)"),
+            match (&o.base, dtmrs_bin()) {
+                (Some(base), _) => pairs(&o, Peer::Dtx(base)).await,
+                (None, Some(bin)) => pairs(&o, Peer::Dtmrs(&bin)).await,
+                (None, None) => {
+                    eprintln!("dtmrs is not installed (cargo install dtmrs --features redis)")
+                }
             }
         }
         if which == "growth" {
@@ -1576,7 +1612,7 @@ fn main() {
             cluster::spread().await;
         }
         if which == "help" {
-            eprintln!("usage: cargo bench --bench load -- <w0|w1|w1-grpc|w2|w3|w4|w5|w6|reads|fanout|redis|dtmrs|pairs|growth|growth-memory|all|cluster|spread> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N] [--otel] [--masters 1,2,3] [--shards 16] [--pairs 3] [--w0]");
+            eprintln!("usage: cargo bench --bench load -- <w0|w1|w1-grpc|w2|w3|w4|w5|w6|reads|fanout|redis|dtmrs|pairs|growth|growth-memory|all|cluster|spread> [--conc 10,100] [--secs 10] [--rate R] [--aof] [--count N] [--otel] [--masters 1,2,3] [--shards 16] [--pairs 3] [--w0] [--base BIN]");
         }
     });
 }

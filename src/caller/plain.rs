@@ -38,31 +38,11 @@ pub(super) struct Reply {
 
 /// Where a call of `url` goes on the plain path: the URL with `pairs`
 /// appended to its query (form-encoded, as the url crate would), and the
-/// `host:port` its permits are counted under. `None` when `url` is not an
-/// `http://` URL that the url crate would leave as it is (upper-case or
-/// IPv6 hosts, user info, a default port, dot segments, percent escapes or
-/// characters it would escape): those take the general path.
+/// `host:port` its permits are counted under. `None` when `url` is not
+/// one the url crate would leave as written ([`crate::domain::plain_http`]):
+/// those take the general path.
 pub(super) fn target(url: &str, pairs: &[(&str, &str)]) -> Option<(Uri, String)> {
-    let rest = url.strip_prefix("http://")?;
-    let slash = rest.find('/')?;
-    let (authority, path) = rest.split_at(slash);
-    let authority_ok = !authority.is_empty()
-        && !authority.ends_with(":80")
-        && authority
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.:".contains(&b));
-    let path_ok = path
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && !b"\"<>\\^`{|}#%".contains(&b))
-        && !path
-            .split('?')
-            .next()
-            .unwrap_or_default()
-            .split('/')
-            .any(|segment| segment == "." || segment == "..");
-    if !authority_ok || !path_ok {
-        return None;
-    }
+    let (authority, _) = crate::domain::plain_http(url)?;
     let mut full = String::with_capacity(url.len() + 96);
     full.push_str(url);
     match url.split_once('?') {
@@ -79,9 +59,6 @@ pub(super) fn target(url: &str, pairs: &[(&str, &str)]) -> Option<(Uri, String)>
         full.extend(url::form_urlencoded::byte_serialize(value.as_bytes()));
     }
     let uri = Uri::try_from(full).ok()?;
-    if authority.contains(':') && uri.port_u16().is_none() {
-        return None;
-    }
     let host = if authority.contains(':') {
         authority.to_owned()
     } else {

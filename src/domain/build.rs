@@ -243,6 +243,9 @@ pub fn validate_url(url: &str) -> Result<(), ValidationError> {
             "branch url {url:?} contains spaces or control characters"
         )));
     }
+    if super::plain_http(url).is_some() {
+        return Ok(());
+    }
     if url.starts_with("http://") || url.starts_with("https://") {
         return match url::Url::parse(url) {
             Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),

@@ -32,5 +32,5 @@ pub use plan::{
     Outcome, Plan, Resume, Settled, Shape, Unfinished,
 };
 pub use retry::{Policy, RetryPolicy};
-pub use target::{is_grpc_url, EtcdTarget, GrpcTarget};
+pub use target::{is_grpc_url, plain_http, EtcdTarget, GrpcTarget};
 pub use transition::{mermaid, next, Event, InvalidTransition};

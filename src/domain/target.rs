@@ -4,6 +4,51 @@
 //! layout): `etcd://host:port[,host:port]/service-key/package.Service/Method`,
 //! with optional `user` and `password` query parameters for etcd.
 
+/// A plain `http://` URL that the url crate would parse and leave exactly
+/// as written: split into its authority (`host[:port]`) and the rest
+/// (starting with `/`). `None` for anything else (TLS, upper case, IPv6
+/// or user info, a default or bad port, a host the url crate would read
+/// as a bad IPv4 address, dot segments, percent escapes, characters it
+/// would escape, a fragment): such URLs take the url crate's parse, which
+/// costs far more (it maps every host name through IDNA).
+pub fn plain_http(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = rest.split_at(rest.find('/')?);
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok_and(|n| n != 80 && n != 0)
+    });
+    // a name whose last label starts with a letter, or a dotted IPv4
+    // address as std reads it (which the url crate reads the same way)
+    let last_label = host.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+    // (punycode labels, xn--, are decoded and checked by IDNA)
+    let host_ok = !host.is_empty()
+        && !host.contains("xn--")
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && (last_label
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase())
+            || host.parse::<std::net::Ipv4Addr>().is_ok());
+    let path_ok = path
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b"\"'<>\\^`{|}#%".contains(&b))
+        && !path
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .split('/')
+            .any(|segment| segment == "." || segment == "..");
+    (port_ok && host_ok && path_ok).then_some((authority, path))
+}
+
 /// A parsed direct gRPC branch URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcTarget {
@@ -156,6 +201,71 @@ impl EtcdTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_urls_are_the_ones_the_url_crate_leaves_as_written() {
+        for url in [
+            "http://127.0.0.1:8081/api/a1",
+            "http://busi-svc.ns.svc.cluster.local/a?x=1&y=2",
+            "http://busi:8080/",
+            "http://busi./a",
+        ] {
+            assert!(plain_http(url).is_some(), "{url}");
+            let parsed = url::Url::parse(url).unwrap();
+            assert_eq!(parsed.as_str(), url);
+        }
+        for url in [
+            "https://busi/a",
+            "HTTP://busi/a",
+            "http://Busi/a",
+            "http://busi",
+            "http://busi:80/a",
+            "http://busi:0/a",
+            "http://busi:/a",
+            "http://:8080/a",
+            "http://busi:99999/a",
+            "http://user:pw@busi/a",
+            "http://[::1]:8080/a",
+            "http://a.123/x",
+            "http://256.1.1.1/x",
+            "http://01.1.1.1/x",
+            "http://busi/a/../b",
+            "http://busi/./b",
+            "http://busi/a b",
+            "http://busi/a%20b",
+            "http://busi/a#frag",
+            "http://busi/é",
+            "http://busi/a?x='",
+            "http://xn--a/x",
+        ] {
+            assert!(plain_http(url).is_none(), "{url}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever `plain_http` accepts, the url crate parses to the
+        /// very same text, so calling it as written changes nothing.
+        #[test]
+        fn accepted_urls_parse_unchanged(
+            host in "[a-z0-9.-]{1,20}",
+            port in proptest::option::of(0u32..70000),
+            path in proptest::prop_oneof![
+                "/[ -~]{0,30}",
+                "/[a-zA-Z0-9/._~!$&()*+,;=:@?-]{0,30}",
+            ],
+        ) {
+            let url = match port {
+                Some(p) => format!("http://{host}:{p}{path}"),
+                None => format!("http://{host}{path}"),
+            };
+            if plain_http(&url).is_some() {
+                let parsed = url::Url::parse(&url);
+                proptest::prop_assert!(parsed.is_ok(), "{url}: {parsed:?}");
+                let parsed = parsed.unwrap();
+                proptest::prop_assert_eq!(parsed.as_str(), url.as_str());
+            }
+        }
+    }
 
     #[test]
     fn direct_targets_split_at_the_first_slash() {
