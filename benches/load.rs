@@ -1383,14 +1383,16 @@ async fn recovery(o: &Opts, replicas: usize) {
     let waiters = Waiters::default();
     let notify = waiters.listen();
     let mut dtxs = Vec::new();
+    let env = [
+        ("DTX_RETRY_BASE_MS", "600000"),
+        ("DTX_RETRY_MAX_MS", "600000"),
+    ];
     for _ in 0..replicas {
-        dtxs.push(start_dtx(
-            &redis,
-            &[
-                ("DTX_RETRY_BASE_MS", "600000"),
-                ("DTX_RETRY_MAX_MS", "600000"),
-            ],
-        ));
+        // --base: another dtx build drains instead
+        dtxs.push(match &o.base {
+            Some(bin) => start_dtx_bin(bin, &redis.url(), &env),
+            None => start_dtx(&redis, &env),
+        });
     }
     let port = free_port(); // nothing listens yet: every first call fails
     let base = format!("http://127.0.0.1:{port}");

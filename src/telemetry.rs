@@ -218,7 +218,18 @@ pub fn branch_call(kind: &'static str, op: &'static str, outcome: &'static str, 
 
 /// Branch calls in flight changed by `delta`.
 pub fn in_flight(delta: f64) {
-    gauge!(BRANCH_IN_FLIGHT).increment(delta);
+    static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+    match GAUGE.get() {
+        Some(g) => g.increment(delta),
+        None => {
+            let g = gauge!(BRANCH_IN_FLIGHT);
+            g.increment(delta);
+            // a handle taken before install would stay a no-op for good
+            if INSTALLED.load(Ordering::Acquire) {
+                let _ = GAUGE.set(g);
+            }
+        }
+    }
 }
 
 /// A lease `event`: claimed, renewed, released or lost.
