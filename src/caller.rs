@@ -347,7 +347,7 @@ impl Caller {
                 )
                 .await;
                 return match reply {
-                    Ok(reply) => self.classify_reply(req.url, reply, false),
+                    Ok(reply) => classify_reply(req.url, reply, false),
                     Err(e) => Outcome::Unknown(format!("calling {}: {e}", req.url)),
                 };
             }
@@ -409,9 +409,9 @@ impl Caller {
         let status = response.status().as_u16();
         if response.status().is_redirection() {
             let location = location(&response);
-            return self.classify_reply(
+            return classify_reply(
                 req.url,
-                plain::Reply {
+                Reply {
                     status,
                     location,
                     body: Vec::new(),
@@ -423,31 +423,39 @@ impl Caller {
             Ok(body) => body,
             Err(e) => return Outcome::Unknown(format!("reading reply of {}: {e}", req.url)),
         };
-        let reply = plain::Reply {
+        let reply = Reply {
             status,
             location: None,
             body,
         };
-        self.classify_reply(req.url, reply, rpc_method.is_some())
+        classify_reply(req.url, reply, rpc_method.is_some())
     }
+}
 
-    /// The outcome of a branch's reply (a JSON-RPC one when `rpc`); a
-    /// redirect is never followed.
-    fn classify_reply(&self, url: &str, reply: plain::Reply, rpc: bool) -> Outcome {
-        let status = reply.status;
-        if (300..400).contains(&status) {
-            let location = reply.location.as_deref().map(truncate);
-            tracing::warn!(url = %url, status, location = ?location, "branch answered a redirect, which dtx does not follow");
-            return Outcome::Unknown(format!(
-                "url:{url} status {status}: redirect to {} not followed",
-                location.unwrap_or_default()
-            ));
-        }
-        let body = String::from_utf8_lossy(&reply.body);
-        match classify(url, status, &body) {
-            Outcome::Succeeded if rpc => classify_rpc(url, &body),
-            outcome => outcome,
-        }
+/// A branch's HTTP reply: status, the `Location` of a redirect, and at
+/// most the body's first `branch.max_reply_bytes` bytes.
+struct Reply {
+    status: u16,
+    location: Option<String>,
+    body: Vec<u8>,
+}
+
+/// The outcome of a branch's reply (a JSON-RPC one when `rpc`); a
+/// redirect is never followed.
+fn classify_reply(url: &str, reply: Reply, rpc: bool) -> Outcome {
+    let status = reply.status;
+    if (300..400).contains(&status) {
+        let location = reply.location.as_deref().map(truncate);
+        tracing::warn!(url = %url, status, location = ?location, "branch answered a redirect, which dtx does not follow");
+        return Outcome::Unknown(format!(
+            "url:{url} status {status}: redirect to {} not followed",
+            location.unwrap_or_default()
+        ));
+    }
+    let body = String::from_utf8_lossy(&reply.body);
+    match classify(url, status, &body) {
+        Outcome::Succeeded if rpc => classify_rpc(url, &body),
+        outcome => outcome,
     }
 }
 
